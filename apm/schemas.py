@@ -1,0 +1,115 @@
+"""Every Parquet table the system writes, defined once.
+
+The README documents these column by column; ``tests/test_schemas.py`` keeps the two in step.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+#: Number of score bins in AVA (scores 1..10).
+NUM_BINS = 10
+
+VOTES_TYPE = pa.list_(pa.int32(), NUM_BINS)
+
+#: ``prepare_ava`` output: one row per line of ``AVA.txt``.
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("uri", pa.string()),  # photo location; null when no --images was given
+        pa.field("votes", VOTES_TYPE, nullable=False),  # votes[k] = number of votes for score k+1
+        pa.field("n_votes", pa.int32(), nullable=False),
+        pa.field("mean", pa.float64(), nullable=False),
+        pa.field("std", pa.float64(), nullable=False),  # population std of the votes
+        pa.field("semantics_known", pa.bool_(), nullable=False),  # False where AVA.txt says -1
+        pa.field("tag1_id", pa.int32()),  # null when absent (0) or unknown (-1)
+        pa.field("tag1_name", pa.string()),
+        pa.field("tag2_id", pa.int32()),
+        pa.field("tag2_name", pa.string()),
+        pa.field("challenge_id", pa.int32()),
+        pa.field("challenge_name", pa.string()),
+        pa.field("split", pa.string()),  # 'train' (generic_ls_train) | 'test' (generic_test) | null
+        pa.field("image_lists", pa.list_(pa.string()), nullable=False),  # every .jpgl naming the image
+        pa.field("style_ids", pa.list_(pa.int32())),  # null when not in the style lists
+        pa.field("style_names", pa.list_(pa.string())),
+        pa.field("style_split", pa.string()),  # 'train' | 'test' | null
+        pa.field("image_status", pa.string()),  # 'ok' | 'missing' | 'unreadable' | null (not checked)
+        pa.field("image_error", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("source_line", pa.int32(), nullable=False),  # 1-based line in AVA.txt
+    ]
+)
+
+#: ``make_synthetic`` sidecar ``truth.parquet``: what generated each synthetic image.
+SYNTHETIC_TRUTH_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("category_id", pa.int32(), nullable=False),
+        pa.field("blur", pa.float32(), nullable=False),
+        pa.field("exposure", pa.float32(), nullable=False),
+        pa.field("contrast", pa.float32(), nullable=False),
+        pa.field("saturation", pa.float32(), nullable=False),
+        pa.field("harmony", pa.float32(), nullable=False),
+        pa.field("noise", pa.float32(), nullable=False),
+        pa.field("tilt", pa.float32(), nullable=False),
+        pa.field("subject_x", pa.float32(), nullable=False),
+        pa.field("subject_y", pa.float32(), nullable=False),
+        pa.field("subject_size", pa.float32(), nullable=False),
+        pa.field("clutter", pa.float32(), nullable=False),
+        pa.field("background_darkness", pa.float32(), nullable=False),
+        pa.field("thirds_distance", pa.float32(), nullable=False),
+        pa.field("latent", pa.float32(), nullable=False),  # aesthetic latent (standard-normal scale)
+        pa.field("true_pmf", pa.list_(pa.float32(), NUM_BINS), nullable=False),  # rating distribution
+        pa.field("true_mean", pa.float32(), nullable=False),  # expectation of true_pmf
+        pa.field("n_votes", pa.int32(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),  # 'train' | 'test'
+        pa.field("image_uri", pa.string(), nullable=False),
+        pa.field("mask_uri", pa.string(), nullable=False),  # PNG, 255 = subject
+        pa.field("subject_bbox", pa.list_(pa.int32(), 4), nullable=False),  # x0, y0, x1, y1 (pixels)
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+    ]
+)
+
+#: ``fit_distributions`` output ``per_image.parquet``: one row per manifest row.
+PER_IMAGE_FIT_SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.int64(), nullable=False),
+        pa.field("n_votes", pa.int32(), nullable=False),
+        pa.field("mean", pa.float64(), nullable=False),
+        pa.field("std", pa.float64(), nullable=False),
+        pa.field("skewness", pa.float64(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),  # 'moments' | 'mle' | 'lsq'
+        pa.field("gaussian_mu", pa.float64(), nullable=False),
+        pa.field("gaussian_sigma", pa.float64(), nullable=False),
+        pa.field("gamma_shape", pa.float64(), nullable=False),  # Gamma on the score
+        pa.field("gamma_scale", pa.float64(), nullable=False),
+        pa.field("gamma_mirrored_shape", pa.float64(), nullable=False),  # Gamma on 11 - score
+        pa.field("gamma_mirrored_scale", pa.float64(), nullable=False),
+        pa.field("rmse_gaussian", pa.float64(), nullable=False),  # vs the normalised histogram
+        pa.field("rmse_gamma", pa.float64(), nullable=False),
+        pa.field("rmse_gamma_mirrored", pa.float64(), nullable=False),
+        pa.field("best_family", pa.string(), nullable=False),  # family with the lowest RMSE
+    ]
+)
+
+#: ``fit_distributions`` output ``bucket_rmse.parquet``: mean RMSE per mean-score bucket.
+BUCKET_RMSE_SCHEMA = pa.schema(
+    [
+        pa.field("bucket", pa.string(), nullable=False),  # '[1,2)' .. '[8,9)', or 'overall'
+        pa.field("bucket_low", pa.float64(), nullable=False),
+        pa.field("bucket_high", pa.float64(), nullable=False),
+        pa.field("n_images", pa.int64(), nullable=False),
+        pa.field("rmse_gaussian", pa.float64()),  # null for an empty bucket
+        pa.field("rmse_gamma", pa.float64()),
+        pa.field("rmse_gamma_mirrored", pa.float64()),
+    ]
+)
+
+ALL_SCHEMAS: dict[str, pa.Schema] = {
+    "manifest.parquet": MANIFEST_SCHEMA,
+    "truth.parquet": SYNTHETIC_TRUTH_SCHEMA,
+    "per_image.parquet": PER_IMAGE_FIT_SCHEMA,
+    "bucket_rmse.parquet": BUCKET_RMSE_SCHEMA,
+}

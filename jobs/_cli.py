@@ -1,0 +1,35 @@
+"""Options and start-up shared by every job's command line."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from apm import storage
+
+
+def parser(description: str, epilog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--s3-endpoint", metavar="URL",
+                   help="S3-compatible endpoint (MinIO, Ceph, ...); default: AWS_ENDPOINT_URL or "
+                        "AWS S3. Credentials come from the standard AWS environment variables.")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def add_ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
+
+
+def setup(args: argparse.Namespace) -> None:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    storage.configure(args.s3_endpoint)
+
+
+def fail(message: str) -> None:
+    """Print one clear line and exit with status 2, as argparse does for bad options."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
