@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from apm import storage
+from apm.distributions import histogram_moments
 from apm.schemas import MANIFEST_SCHEMA, NUM_BINS, VOTES_TYPE
 
 log = logging.getLogger(__name__)
@@ -213,11 +214,7 @@ def _semantic_column(ids: np.ndarray, names: dict[int, str]) -> tuple[pa.Array, 
 
 def _to_table(rows: AvaRows, images: str | None, tag_names, challenge_names,
               lists_of_image, styles, style_names) -> pa.Table:
-    votes = rows.votes.astype(np.float64)
-    n_votes = votes.sum(axis=1)
-    scores = np.arange(1, NUM_BINS + 1, dtype=np.float64)
-    mean = votes @ scores / n_votes
-    std = np.sqrt(np.maximum(votes @ scores**2 / n_votes - mean**2, 0.0))
+    moments = histogram_moments(rows.votes)
     known = ~((rows.tags == UNKNOWN).any(axis=1) | (rows.challenge == UNKNOWN))
 
     tag1_id, tag1_name = _semantic_column(rows.tags[:, 0], tag_names)
@@ -229,16 +226,20 @@ def _to_table(rows: AvaRows, images: str | None, tag_names, challenge_names,
     split = [next((GENERIC_SPLITS[n] for n in names if n in GENERIC_SPLITS), None)
              for names in image_lists]
     style = [styles.get(i) for i in ids]
-    uris = [storage.join(images, f"{i}.jpg") for i in ids] if images else [None] * len(ids)
+    if images:
+        images = storage.normalize(images)
+        uris = [storage.join(images, f"{i}.jpg") for i in ids]
+    else:
+        uris = [None] * len(ids)
     n = len(ids)
     columns = {
         "image_id": pa.array(rows.image_id, type=pa.int64()),
         "uri": pa.array(uris, type=pa.string()),
         "votes": pa.FixedSizeListArray.from_arrays(
             pa.array(rows.votes.reshape(-1), type=pa.int32()), NUM_BINS).cast(VOTES_TYPE),
-        "n_votes": pa.array(n_votes.astype(np.int32)),
-        "mean": pa.array(mean),
-        "std": pa.array(std),
+        "n_votes": pa.array(moments.n_votes.astype(np.int32)),
+        "mean": pa.array(moments.mean),
+        "std": pa.array(moments.std),
         "semantics_known": pa.array(known),
         "tag1_id": tag1_id, "tag1_name": tag1_name,
         "tag2_id": tag2_id, "tag2_name": tag2_name,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+
 import numpy as np
 import pyarrow as pa
 from PIL import Image
@@ -60,6 +61,7 @@ def check_images(uris: list[str], images_root: str) -> pa.Table:
     """
     import ray
 
+    images_root = storage.normalize(images_root)
     present = {info.uri for info in storage.list_files(images_root)}
     found = [u for u in uris if u in present]
     results: dict[str, tuple] = {

@@ -75,6 +75,13 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+def normalize(uri: str) -> str:
+    """The canonical form of a location: local paths absolute, no trailing slash."""
+    if is_s3(uri):
+        return uri.rstrip("/")
+    return str(Path(uri).expanduser().resolve())
+
+
 def join(base: str, *parts: str) -> str:
     if is_s3(base):
         return posixpath.join(base.rstrip("/"), *parts)
@@ -158,6 +165,7 @@ def remove(uri: str, recursive: bool = False) -> None:
 
 def list_files(prefix: str, suffixes: tuple[str, ...] | None = None) -> Iterator[FileInfo]:
     """Every file below ``prefix`` (recursively), in sorted order, optionally by suffix."""
+    prefix = normalize(prefix)
     fs, path = filesystem(prefix)
     scheme = "s3://" if is_s3(prefix) else ""
     for name, info in sorted(fs.find(path, detail=True).items()):

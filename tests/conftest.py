@@ -35,9 +35,9 @@ def _start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Pop
         try:
             urllib.request.urlopen(url + "/moto-api/", timeout=1)
             return proc, url
-        except OSError:
+        except OSError as err:
             if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited with code {proc.returncode}")
+                raise RuntimeError(f"moto server exited with code {proc.returncode}") from err
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError("moto server did not start within 30 s")
