@@ -45,6 +45,10 @@ def vote_stats(votes: np.ndarray) -> dict[str, float]:
     return stats
 
 
+def _fmt(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:.3f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = _cli.parser("Measure the synthetic AVA's render rate and compare it with real AVA.")
     p.add_argument("--n", type=int, default=2000, help="images to render (default 2000)")
@@ -94,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|",
     ]
     for key, value in synthetic.items():
-        other = f"{real[key]:.3f}" if real else "n/a"
-        lines.append(f"| {key} | {value:.3f} | {other} |")
+        lines.append(f"| {key} | {_fmt(value)} | {_fmt(real[key]) if real else 'n/a'} |")
     lines += ["", "Category priors and tastes: `apm/synthetic/aesthetics.py` (`TASTES`). Mean "
               "score per category in the synthetic sample:", ""]
     labels = sample_labels(np.random.default_rng(0), 50_000)

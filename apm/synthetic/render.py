@@ -5,365 +5,69 @@ and attributes, which makes the truth (subject mask, composition, photometric se
 
 How a picture is made:
 
-1. the category's drawing function builds its main subject as a :class:`_Shape` in its own units
-   and fits it to the attribute box, so the mask's height and centre are exact whatever the
-   variant's proportions; it then paints the background around the fitted subject (a horizon at
-   the subject's foot, a reflection under a boat) on a canvas twice the output size;
+1. the category's drawing function builds its main subject as a
+   :class:`~apm.synthetic.drawing.Shape` in its own units and fits it to the attribute box, so the
+   mask's height and centre are exact whatever the variant's proportions; it then paints the
+   background around the fitted subject (a horizon at the subject's foot, a reflection under a
+   boat) on a canvas twice the output size;
 2. distractors (``clutter``) are painted over the background; the subject is painted on its own
    layer with its mask; all are box-downsampled (anti-aliasing), the background is blended towards
    a dark plain backdrop (``background_darkness``) and the subject laid over it;
 3. the frame is cut out rotated by ``tilt`` (the canvas has a margin, so real scenery rotates into
    the corners) and ``apply_photometric`` runs last.
 
+The generic drawing primitives (colours, outlines, ``Shape``, ``Canvas``, backdrops such as
+gradients, ridges and skies) live in :mod:`apm.synthetic.drawing`; this module holds the scenes.
+
 ``python -m apm.synthetic.render`` rewrites ``docs/synthetic_examples.png``, a contact sheet.
 """
 from __future__ import annotations
 
-import colorsys
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
 from apm.synthetic.attributes import CATEGORIES, Attributes
+from apm.synthetic.drawing import (
+    RGB,
+    SS,
+    Canvas,
+    Palette,
+    Shape,
+    bezier,
+    blobs,
+    day_sky,
+    ellipse_points,
+    fill_below,
+    foliage,
+    furrows,
+    gradient,
+    half_disc,
+    hsv,
+    mix,
+    polygon,
+    rect,
+    ribbon,
+    ridge,
+    shade,
+    strokes,
+)
 from apm.synthetic.photometric import apply_photometric, plain_floats
 
-RGB = tuple[int, int, int]
-
-#: Scenes are drawn at this multiple of the output size and box-filtered down (anti-aliasing).
-_SS = 2
 #: Most distractors ``clutter=1`` scatters over the background.
 MAX_CLUTTER = 12
 _WHITE: RGB = (255, 255, 255)
 
 
-# --- colour -------------------------------------------------------------------------------------
-
-def _hsv(hue: float, sat: float, val: float) -> RGB:
-    r, g, b = colorsys.hsv_to_rgb(hue % 1.0, min(max(sat, 0.0), 1.0), min(max(val, 0.0), 1.0))
-    return int(r * 255 + 0.5), int(g * 255 + 0.5), int(b * 255 + 0.5)
-
-
-def _mix(a: RGB, b: RGB, t: float) -> RGB:
-    return tuple(int(x + (y - x) * t + 0.5) for x, y in zip(a, b, strict=True))  # type: ignore
-
-
-def _shade(colour: RGB, factor: float) -> RGB:
-    return tuple(min(255, int(v * factor)) for v in colour)  # type: ignore[return-value]
-
-
-class _Palette:
-    """Picks a scene's colours from its category's natural hues, steered by ``harmony``.
-
-    Harmony compresses every hue towards one random key hue per image, a share of the way that
-    grows with ``harmony``: an analogous palette, like a colour grade. Its absence scatters hues
-    at random: a discordant palette. ``freedom`` says how far an element may move, so the large
-    areas that make a scene recognisable stay near their natural hues while accents roam.
-    """
-
-    def __init__(self, rng: np.random.Generator, harmony: float) -> None:
-        self._rng = rng
-        self._harmony = harmony
-        self._key = rng.random()
-
-    def __call__(self, hue: float, sat: float, val: float, freedom: float = 0.5) -> RGB:
-        rng = self._rng
-        hue += rng.normal(0.0, 0.015) + freedom * (1.0 - self._harmony) * rng.uniform(-0.5, 0.5)
-        towards_key = (self._key - hue + 0.5) % 1.0 - 0.5
-        hue += self._harmony * 0.6 * (0.3 + 0.7 * freedom) * towards_key
-        return _hsv(hue, sat * rng.uniform(0.9, 1.1), val * rng.uniform(0.92, 1.05))
-
-
-# --- geometry -----------------------------------------------------------------------------------
-
-Points = np.ndarray | Sequence[Sequence[float]]
-
-
-def _ellipse_points(
-    cx: float, cy: float, rx: float, ry: float, angle: float = 0.0,
-    start: float = 0.0, stop: float = 2 * math.pi, n: int = 24,
-) -> np.ndarray:
-    """Points on an (optionally rotated) ellipse or elliptical arc; angles in radians, y down."""
-    t = np.linspace(start, stop, n, endpoint=stop - start < 2 * math.pi)
-    x, y = rx * np.cos(t), ry * np.sin(t)
-    ca, sa = math.cos(angle), math.sin(angle)
-    return np.column_stack([cx + x * ca - y * sa, cy + x * sa + y * ca])
-
-
-def _half_disc(cx: float, cy: float, rx: float, ry: float, n: int = 16) -> np.ndarray:
-    """The upper half of an ellipse, closed along its diameter (shoulders, islands)."""
-    return _ellipse_points(cx, cy, rx, ry, start=math.pi, stop=2 * math.pi, n=n)
-
-
-def _rect(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
-    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=float)
-
-
-def _bezier(p0: Sequence[float], p1: Sequence[float], p2: Sequence[float],
-            n: int = 12) -> np.ndarray:
-    """A quadratic Bézier curve: the spine of trunks, tails, stems and leaves."""
-    t = np.linspace(0.0, 1.0, n)[:, None]
-    a, b, c = (np.asarray(p, dtype=float) for p in (p0, p1, p2))
-    return (1 - t) ** 2 * a + 2 * (1 - t) * t * b + t**2 * c
-
-
-def _ribbon(spine: np.ndarray, widths: np.ndarray | float) -> np.ndarray:
-    """Outline of a band of varying width along a gently curved polyline (a trunk, a tail)."""
-    tangent = np.gradient(spine, axis=0)
-    tangent /= np.linalg.norm(tangent, axis=1, keepdims=True) + 1e-12
-    normal = np.column_stack([-tangent[:, 1], tangent[:, 0]]) * (np.asarray(widths)[..., None] / 2)
-    return np.vstack([spine + normal, (spine - normal)[::-1]])
-
-
-def _leaf(base: Sequence[float], ctrl: Sequence[float], tip: Sequence[float],
-          width: float) -> np.ndarray:
-    """A curved, pointed leaf: two Bézier edges sharing their ends; it cannot fold over itself."""
-    b, k, t = (np.asarray(p, dtype=float) for p in (base, ctrl, tip))
-    along = (t - b) / (np.linalg.norm(t - b) + 1e-12)
-    offset = np.array([-along[1], along[0]]) * width
-    return np.vstack([_bezier(b, k + offset, t, n=8), _bezier(t, k - offset, b, n=8)[1:-1]])
-
-
-def _polygon(draw: ImageDraw.ImageDraw, points: Points, fill: RGB | int) -> None:
-    draw.polygon(np.asarray(points, dtype=float).ravel().tolist(), fill=fill)
-
-
-# --- the subject --------------------------------------------------------------------------------
-
-_Op = tuple[str, np.ndarray, RGB, float]
-
-
-class _Shape:
-    """A subject built from primitives in its own units, fitted to the attribute box afterwards.
-
-    Every primitive counts towards the subject's mask, so details (eyes, windows) must lie on the
-    body and anything sticking out (whiskers, a mast) is part of the subject.
-    """
-
-    def __init__(self, ops: list[_Op] | None = None) -> None:
-        self.ops: list[_Op] = ops if ops is not None else []
-
-    def polygon(self, points: Points, fill: RGB) -> None:
-        self.ops.append(("polygon", np.asarray(points, dtype=float), fill, 0.0))
-
-    def ellipse(self, cx: float, cy: float, rx: float, ry: float, fill: RGB) -> None:
-        self.ops.append(("ellipse", np.array([[cx - rx, cy - ry], [cx + rx, cy + ry]]), fill, 0.0))
-
-    def line(self, points: Points, fill: RGB, width: float) -> None:
-        self.ops.append(("line", np.asarray(points, dtype=float), fill, width))
-
-    def bounds(self) -> tuple[float, float, float, float]:
-        lo = np.min([pts.min(axis=0) - width / 2 for _, pts, _, width in self.ops], axis=0)
-        hi = np.max([pts.max(axis=0) + width / 2 for _, pts, _, width in self.ops], axis=0)
-        return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
-
-    def _mapped(self, sx: float, sy: float, dx: float, dy: float,
-                recolour: Callable[[RGB], RGB]) -> _Shape:
-        scale, shift = np.array([sx, sy]), np.array([dx, dy])
-        return _Shape([(kind, pts * scale + shift, recolour(fill), width * abs(sy))
-                       for kind, pts, fill, width in self.ops])
-
-    def fitted(self, cx: float, cy: float, height: float, flip: bool) -> _Shape:
-        """Scale to ``height``, centre the bounding box on (cx, cy), mirrored if ``flip``."""
-        x0, y0, x1, y1 = self.bounds()
-        s = height / (y1 - y0)
-        sx = -s if flip else s
-        return self._mapped(sx, s, cx - sx * (x0 + x1) / 2, cy - s * (y0 + y1) / 2, lambda c: c)
-
-    def reflected(self, axis_y: float, squash: float, tint: RGB, amount: float) -> _Shape:
-        """A mirror image below ``axis_y``, vertically squashed and tinted (a water reflection)."""
-        return self._mapped(1.0, -squash, 0.0, axis_y * (1 + squash),
-                            lambda c: _mix(c, tint, amount))
-
-    def draw(self, draw: ImageDraw.ImageDraw, fill: int | None = None) -> None:
-        """Paint every primitive in its colour, or all in ``fill`` (for the mask)."""
-        for kind, pts, colour, width in self.ops:
-            paint = colour if fill is None else fill
-            if kind == "polygon":
-                _polygon(draw, pts, paint)
-            elif kind == "ellipse":
-                draw.ellipse(np.sort(pts, axis=0).ravel().tolist(), fill=paint)
-            else:
-                width_px = max(1, round(width))
-                draw.line(pts.ravel().tolist(), fill=paint, width=width_px, joint="curve")
-
-
-# --- the canvas ---------------------------------------------------------------------------------
-
-@dataclass
-class _Canvas:
-    """The supersampled drawing surface: the frame plus the margin that ``tilt`` rotates into view.
-
-    Frame and subject geometry are in canvas pixels: the frame's top-left corner is (ox, oy).
-    """
-
-    image: Image.Image
-    ox: int
-    oy: int
-    fw: int
-    fh: int
-    rng: np.random.Generator
-    colour: _Palette
-    cx: float
-    cy: float
-    height: float
-
-    @classmethod
-    def create(cls, attrs: Attributes, width: int, height: int,
-               rng: np.random.Generator) -> _Canvas:
-        fw, fh = width * _SS, height * _SS
-        cos, sin = math.cos(math.radians(attrs.tilt)), abs(math.sin(math.radians(attrs.tilt)))
-        # The rotated frame's bounding box is everything tilt can bring into view; the margins
-        # are whole output pixels so the frame stays pixel-aligned after downsampling.
-        pad_x = _SS * (math.ceil(max(0.0, fw * cos + fh * sin - fw) / (2 * _SS)) + 1)
-        pad_y = _SS * (math.ceil(max(0.0, fw * sin + fh * cos - fh) / (2 * _SS)) + 1)
-        image = Image.new("RGB", (fw + 2 * pad_x, fh + 2 * pad_y))
-        return cls(image, pad_x, pad_y, fw, fh, rng, _Palette(rng, attrs.harmony),
-                   pad_x + attrs.subject_x * fw, pad_y + attrs.subject_y * fh,
-                   attrs.subject_size * fh)
-
-    @property
-    def draw(self) -> ImageDraw.ImageDraw:
-        return ImageDraw.Draw(self.image)
-
-    @property
-    def w(self) -> int:
-        return self.image.size[0]
-
-    @property
-    def h(self) -> int:
-        return self.image.size[1]
-
-    @property
-    def base(self) -> float:
-        """Canvas y of the subject's foot: where most scenes put the ground or the waterline."""
-        return self.cy + self.height / 2
-
-    def fit(self, shape: _Shape) -> _Shape:
-        """The subject at its place in the frame, facing left or right at random."""
-        return shape.fitted(self.cx, self.cy, self.height, flip=bool(self.rng.random() < 0.5))
-
-
-# --- background helpers -------------------------------------------------------------------------
-
-def _gradient(c: _Canvas, stops: Sequence[tuple[float, RGB]], top: float = 0.0,
-              bottom: float | None = None) -> None:
-    """Fill canvas rows [top, bottom) with a vertical gradient through (canvas y, colour) stops."""
-    y0 = max(0, int(top))
-    y1 = min(c.h, math.ceil(c.h if bottom is None else bottom))
-    if y1 <= y0:
-        return
-    pos = np.maximum.accumulate(np.array([p for p, _ in stops], dtype=float))
-    cols = np.array([col for _, col in stops], dtype=float)
-    ys = np.arange(y0, y1) + 0.5
-    rows = np.column_stack([np.interp(ys, pos, cols[:, k]) for k in range(3)])
-    strip = Image.fromarray(rows.astype(np.uint8)[:, None, :])
-    c.image.paste(strip.resize((c.w, y1 - y0), Image.Resampling.NEAREST), (0, y0))
-
-
-def _ridge(c: _Canvas, base: float, amplitude: float, waves: int = 4, n: int = 40) -> np.ndarray:
-    """A random smooth skyline (hills, shore, forest edge) across the canvas, between ``base``
-    and ``base - amplitude``."""
-    rng = c.rng
-    x = np.linspace(0.0, c.w, n)
-    order = np.arange(1, waves + 1)
-    freq = rng.uniform(0.5, 1.5, waves) * order * 2 * np.pi / c.w
-    amp = rng.uniform(0.3, 1.0, waves) / order
-    phase = rng.uniform(0, 2 * np.pi, waves)
-    profile = (amp[:, None] * np.sin(freq[:, None] * x + phase[:, None])).sum(axis=0)
-    profile = (profile - profile.min()) / (np.ptp(profile) + 1e-9)
-    return np.column_stack([x, base - amplitude * profile])
-
-
-def _fill_below(c: _Canvas, ridge: np.ndarray, colour: RGB, bottom: float | None = None) -> None:
-    bottom = c.h if bottom is None else bottom
-    _polygon(c.draw, np.vstack([ridge, [[ridge[-1, 0], bottom], [ridge[0, 0], bottom]]]), colour)
-
-
-def _blobs(c: _Canvas, count: int, top: float, bottom: float, size: tuple[float, float],
-           colours: Sequence[RGB], aspect: float = 1.0) -> None:
-    """Scatter discs between two canvas rows: bokeh, meadow flowers, pebbles, cloud streaks."""
-    rng, d = c.rng, c.draw
-    if bottom <= top:  # the band lies outside the canvas (a subject at the very edge)
-        return
-    for _ in range(count):
-        x, y = rng.uniform(0, c.w), rng.uniform(top, bottom)
-        r = rng.uniform(*size) * c.fh
-        colour = colours[rng.integers(len(colours))]
-        d.ellipse([x - r * aspect, y - r, x + r * aspect, y + r], fill=colour)
-
-
-def _strokes(c: _Canvas, count: int, top: float, bottom: float, length: tuple[float, float],
-             colour: RGB, x: Callable[[float], float] | None = None) -> None:
-    """Short horizontal strokes between two canvas rows: ripples, waves, glitter on water.
-
-    ``x`` maps the depth (0 at ``top``, 1 at ``bottom``) to a stroke's centre; by default the
-    centres spread over the whole width.
-    """
-    rng, d = c.rng, c.draw
-    if bottom <= top:
-        return
-    width = max(1, int(0.006 * c.fh))
-    for _ in range(count):
-        t = rng.uniform(0, 1)
-        y = top + t * (bottom - top)
-        centre = rng.uniform(0, c.w) if x is None else x(t)
-        half = rng.uniform(*length) * c.fw * (1 if x is None else 0.3 + t)
-        d.line([(centre - half, y), (centre + half, y)], fill=colour, width=width)
-
-
-def _clouds(c: _Canvas, top: float, bottom: float, colour: RGB) -> None:
-    rng, d = c.rng, c.draw
-    if bottom <= top:  # no sky in view
-        return
-    for _ in range(rng.integers(1, 5)):
-        x, y = rng.uniform(0, c.w), rng.uniform(top, bottom)
-        size = rng.uniform(0.05, 0.13) * c.fh
-        for _ in range(rng.integers(3, 6)):
-            px, py = x + rng.normal(0, size * 0.8), y + rng.normal(0, size * 0.12)
-            r = size * rng.uniform(0.4, 0.8)
-            puff = _shade(colour, rng.uniform(0.93, 1.0))
-            d.ellipse([px - 1.6 * r, py - 0.6 * r, px + 1.6 * r, py + 0.6 * r], fill=puff)
-
-
-def _day_sky(c: _Canvas, horizon: float) -> None:
-    """A daylight sky, deep overhead and pale at the horizon, often with clouds."""
-    rng, col = c.rng, c.colour
-    top = col(0.6, rng.uniform(0.25, 0.75), rng.uniform(0.65, 0.92), freedom=0.25)
-    low = col(0.56, rng.uniform(0.05, 0.25), rng.uniform(0.88, 1.0), freedom=0.25)
-    _gradient(c, [(c.oy, top), (horizon, low)])
-    if rng.random() < 0.6:
-        _clouds(c, c.oy, c.oy + 0.75 * (horizon - c.oy), col(0.6, 0.04, 0.98, freedom=0.1))
-
-
-def _foliage(c: _Canvas) -> None:
-    """Out-of-focus greenery: the backdrop of close-ups (flowers, perched birds)."""
-    rng, col = c.rng, c.colour
-    dark = col(0.3, 0.6, rng.uniform(0.2, 0.4), freedom=0.3)
-    light = col(0.25, 0.5, rng.uniform(0.5, 0.75), freedom=0.3)
-    _gradient(c, [(0, light), (c.h, dark)] if rng.random() < 0.5 else [(0, dark), (c.h, light)])
-    bokeh = [_mix(dark, light, 0.5), light, _shade(light, 1.15)]
-    _blobs(c, rng.integers(6, 18), 0, c.h, (0.04, 0.12), bokeh)
-
-
-def _furrows(c: _Canvas, top: float, colour: RGB) -> None:
-    """Rows of a field or planks of a floor, spaced wider towards the camera so they recede."""
-    d = c.draw
-    for t in np.linspace(0.05, 1.0, int(c.rng.integers(5, 11))) ** 1.8:
-        y = top + t * (c.h - top)
-        d.line([(0, y), (c.w, y + c.rng.normal(0, 0.01) * c.fh)], fill=colour,
-               width=max(1, int(0.004 * c.fh * (1 + 3 * t))))
-
-
 # --- barn ---------------------------------------------------------------------------------------
 
-def _barn(c: _Canvas) -> _Shape:
+def _barn(c: Canvas) -> Shape:
     """A red barn (gable-end or side view, gable or gambrel roof, maybe a silo) in a field."""
     rng, col = c.rng, c.colour
-    s = _Shape()
+    s = Shape()
     red = col(0.0, rng.uniform(0.65, 0.85), rng.uniform(0.5, 0.75), freedom=0.35)
     trim = col(0.1, 0.05, rng.uniform(0.88, 1.0), freedom=0.1)
     roof_hue = rng.choice([0.0, 0.07, 0.6])
@@ -373,22 +77,22 @@ def _barn(c: _Canvas) -> _Shape:
     if rng.random() < 0.4:  # silo first, so the barn overlaps it
         silo = col(0.6, 0.05, rng.uniform(0.6, 0.8), freedom=0.2)
         sx = rng.choice([-1.0, 1.0]) * (width / 2 + rng.uniform(0.0, 0.12))
-        s.polygon(_rect(sx - 0.13, -0.88, sx + 0.13, 0.0), silo)
-        s.ellipse(sx, -0.88, 0.13, 0.1, _shade(silo, 0.8))
+        s.polygon(rect(sx - 0.13, -0.88, sx + 0.13, 0.0), silo)
+        s.ellipse(sx, -0.88, 0.13, 0.1, shade(silo, 0.8))
     (_barn_gable_end if gable_end else _barn_side)(s, rng, width / 2, red, trim, roof)
     subject = c.fit(s)
     horizon = c.base - rng.uniform(0.1, 0.4) * c.height - 0.02 * c.fh
-    _day_sky(c, horizon)
+    day_sky(c, horizon)
     trees = col(0.33, 0.5, rng.uniform(0.2, 0.35), freedom=0.3)
-    _fill_below(c, _ridge(c, horizon, rng.uniform(0.01, 0.05) * c.fh), trees)
+    fill_below(c, ridge(c, horizon, rng.uniform(0.01, 0.05) * c.fh), trees)
     near = col(0.13 if rng.random() < 0.3 else 0.27, 0.6, rng.uniform(0.55, 0.8), freedom=0.3)
-    far = _mix(near, (230, 230, 210), 0.25)
-    _gradient(c, [(horizon, far), (c.h, near)], top=horizon + 0.01 * c.fh)
-    _furrows(c, horizon, _shade(near, 0.85))
+    far = mix(near, (230, 230, 210), 0.25)
+    gradient(c, [(horizon, far), (c.h, near)], top=horizon + 0.01 * c.fh)
+    furrows(c, horizon, shade(near, 0.85))
     return subject
 
 
-def _barn_gable_end(s: _Shape, rng: np.random.Generator, half: float, red: RGB, trim: RGB,
+def _barn_gable_end(s: Shape, rng: np.random.Generator, half: float, red: RGB, trim: RGB,
                     roof: RGB) -> None:
     """The barn seen end-on: a red gable, a dark roof edge, a cross-braced door, a loft window."""
     wall = rng.uniform(0.5, 0.62)
@@ -402,15 +106,15 @@ def _barn_gable_end(s: _Shape, rng: np.random.Generator, half: float, red: RGB, 
     s.line(outline[1:-1], roof, 0.07)
     _barn_door(s, 0.0, 0.64 * half, 0.62 * wall, red, trim)
     wy = -wall - 0.3 * (1 - wall)
-    s.polygon(_rect(-0.14 * half, wy - 0.09, 0.14 * half, wy + 0.09), trim)
-    s.polygon(_rect(-0.1 * half, wy - 0.065, 0.1 * half, wy + 0.065), _shade(red, 0.35))
+    s.polygon(rect(-0.14 * half, wy - 0.09, 0.14 * half, wy + 0.09), trim)
+    s.polygon(rect(-0.1 * half, wy - 0.065, 0.1 * half, wy + 0.065), shade(red, 0.35))
 
 
-def _barn_side(s: _Shape, rng: np.random.Generator, half: float, red: RGB, trim: RGB,
+def _barn_side(s: Shape, rng: np.random.Generator, half: float, red: RGB, trim: RGB,
                roof: RGB) -> None:
     """The barn seen along its length: a long red wall under a big dark roof, several doors."""
     wall = rng.uniform(0.45, 0.6)
-    s.polygon(_rect(-half, -wall, half, 0), red)
+    s.polygon(rect(-half, -wall, half, 0), red)
     eave, inset = 0.1 * half, rng.uniform(0.1, 0.4) * half
     s.polygon([(-half - eave, -wall), (-half + inset, -1), (half - inset, -1),
                (half + eave, -wall)], roof)
@@ -421,37 +125,37 @@ def _barn_side(s: _Shape, rng: np.random.Generator, half: float, red: RGB, trim:
         _barn_door(s, x, min(0.44 * half / doors + 0.12, 0.3), 0.65 * wall, red, trim)
 
 
-def _barn_door(s: _Shape, x: float, width: float, height: float, red: RGB, trim: RGB) -> None:
+def _barn_door(s: Shape, x: float, width: float, height: float, red: RGB, trim: RGB) -> None:
     x0, x1, y0 = x - width / 2, x + width / 2, -height
-    s.polygon(_rect(x0, y0, x1, 0), _shade(red, 0.8))
-    s.line(np.vstack([_rect(x0, y0, x1, 0), [[x0, y0]]]), trim, 0.03)
+    s.polygon(rect(x0, y0, x1, 0), shade(red, 0.8))
+    s.line(np.vstack([rect(x0, y0, x1, 0), [[x0, y0]]]), trim, 0.03)
     s.line([(x0, y0), (x1, 0)], trim, 0.025)
     s.line([(x1, y0), (x0, 0)], trim, 0.025)
 
 
 # --- beach --------------------------------------------------------------------------------------
 
-def _beach(c: _Canvas) -> _Shape:
+def _beach(c: Canvas) -> Shape:
     """Sky, sea and sand, with a striped parasol or a palm tree standing on the sand."""
     rng, col = c.rng, c.colour
     subject = c.fit(_parasol(col, rng) if rng.random() < 0.5 else _palm(col, rng))
     shore = c.base - rng.uniform(0.1, 0.35) * c.height - 0.03 * c.fh
     horizon = shore - rng.uniform(0.12, 0.3) * c.fh
-    _day_sky(c, horizon)
+    day_sky(c, horizon)
     deep = col(0.6, rng.uniform(0.6, 0.9), rng.uniform(0.45, 0.7), freedom=0.25)
     shallow = col(0.5, rng.uniform(0.45, 0.7), rng.uniform(0.7, 0.9), freedom=0.25)
-    _gradient(c, [(horizon, deep), (shore, shallow)], top=horizon, bottom=shore)
-    _strokes(c, rng.integers(3, 8), horizon, shore, (0.05, 0.2), _mix(shallow, _WHITE, 0.5))
+    gradient(c, [(horizon, deep), (shore, shallow)], top=horizon, bottom=shore)
+    strokes(c, rng.integers(3, 8), horizon, shore, (0.05, 0.2), mix(shallow, _WHITE, 0.5))
     sand = col(0.11, rng.uniform(0.25, 0.45), rng.uniform(0.82, 0.97), freedom=0.2)
-    _gradient(c, [(shore, sand), (c.h, _shade(sand, 0.88))], top=shore)
-    foam = _ridge(c, shore + 0.015 * c.fh, 0.02 * c.fh, waves=6)
-    _fill_below(c, foam, (245, 248, 250), bottom=shore + 0.035 * c.fh)
-    _blobs(c, rng.integers(0, 12), shore + 0.05 * c.fh, c.h, (0.003, 0.008), [_shade(sand, 0.75)])
+    gradient(c, [(shore, sand), (c.h, shade(sand, 0.88))], top=shore)
+    foam = ridge(c, shore + 0.015 * c.fh, 0.02 * c.fh, waves=6)
+    fill_below(c, foam, (245, 248, 250), bottom=shore + 0.035 * c.fh)
+    blobs(c, rng.integers(0, 12), shore + 0.05 * c.fh, c.h, (0.003, 0.008), [shade(sand, 0.75)])
     return subject
 
 
-def _parasol(col: _Palette, rng: np.random.Generator) -> _Shape:
-    s = _Shape()
+def _parasol(col: Palette, rng: np.random.Generator) -> Shape:
+    s = Shape()
     rx, ry, top = rng.uniform(0.5, 0.8), rng.uniform(0.2, 0.28), -0.72
     pole = col(0.1, 0.1, 0.9, freedom=0.1)
     s.line([(0, top), (rng.uniform(-0.1, 0.1), 0)], pole, 0.035)
@@ -460,26 +164,35 @@ def _parasol(col: _Palette, rng: np.random.Generator) -> _Shape:
     n = int(rng.integers(5, 11))
     for i in range(n):  # alternating gores
         start, stop = math.pi * (1 + i / n), math.pi * (1 + (i + 1) / n)
-        arc = _ellipse_points(0, top, rx, ry, start=start, stop=stop, n=6)
+        arc = ellipse_points(0, top, rx, ry, start=start, stop=stop, n=6)
         s.polygon(np.vstack([[[0, top]], arc]), a if i % 2 == 0 else b)
     s.ellipse(0, top - ry, 0.03, 0.03, pole)
     return s
 
 
-def _palm(col: _Palette, rng: np.random.Generator) -> _Shape:
-    s = _Shape()
+def _leaf(base: Sequence[float], ctrl: Sequence[float], tip: Sequence[float],
+          width: float) -> np.ndarray:
+    """A curved, pointed leaf: two Bézier edges sharing their ends; it cannot fold over itself."""
+    b, k, t = (np.asarray(p, dtype=float) for p in (base, ctrl, tip))
+    along = (t - b) / (np.linalg.norm(t - b) + 1e-12)
+    offset = np.array([-along[1], along[0]]) * width
+    return np.vstack([bezier(b, k + offset, t, n=8), bezier(t, k - offset, b, n=8)[1:-1]])
+
+
+def _palm(col: Palette, rng: np.random.Generator) -> Shape:
+    s = Shape()
     cx, cy = rng.uniform(-0.3, 0.3), -0.8  # the crown
     bark = col(0.08, 0.45, rng.uniform(0.35, 0.55), freedom=0.2)
-    spine = _bezier((0, 0), (rng.uniform(-0.2, 0.2), -0.4), (cx, cy))
-    s.polygon(_ribbon(spine, np.linspace(0.09, 0.05, len(spine))), bark)
+    spine = bezier((0, 0), (rng.uniform(-0.2, 0.2), -0.4), (cx, cy))
+    s.polygon(ribbon(spine, np.linspace(0.09, 0.05, len(spine))), bark)
     leaf = col(0.3, 0.7, rng.uniform(0.35, 0.6), freedom=0.3)
     for angle in np.linspace(-0.2, math.pi + 0.2, int(rng.integers(8, 12))) + rng.normal(0, 0.1):
         reach = rng.uniform(0.35, 0.5)
         dx, dy = reach * math.cos(angle), reach * math.sin(angle)
         tip = (cx + dx, cy - 0.6 * dy + rng.uniform(0.1, 0.3))  # fronds arch up, then droop
         s.polygon(_leaf((cx, cy), (cx + 0.6 * dx, cy - 0.6 * dy - 0.12), tip, 0.09),
-                  _shade(leaf, rng.uniform(0.8, 1.1)))
-    s.ellipse(cx, cy - 0.02, 0.12, 0.07, _shade(leaf, 0.7))  # the dense heart of the crown
+                  shade(leaf, rng.uniform(0.8, 1.1)))
+    s.ellipse(cx, cy - 0.02, 0.12, 0.07, shade(leaf, 0.7))  # the dense heart of the crown
     for dx in (-0.03, 0.03):
         s.ellipse(cx + dx, cy + 0.05, 0.035, 0.035, col(0.08, 0.6, 0.3, freedom=0.1))
     return s
@@ -491,25 +204,25 @@ _PLUMAGES = ((0.6, 0.7, 0.75), (0.07, 0.5, 0.45), (0.0, 0.85, 0.75), (0.15, 0.8,
              (0.0, 0.0, 0.15), (0.6, 0.08, 0.6))
 
 
-def _bird(c: _Canvas) -> _Shape:
+def _bird(c: Canvas) -> Shape:
     """A songbird perched on a branch (against sky or leaves), or one flying across the sky."""
     rng, col = c.rng, c.colour
     body = col(*_PLUMAGES[rng.integers(len(_PLUMAGES))], freedom=0.5)
-    breast = _mix(body, col(0.08, 0.7, 0.95, freedom=0.4), rng.uniform(0.3, 0.8))
+    breast = mix(body, col(0.08, 0.7, 0.95, freedom=0.4), rng.uniform(0.3, 0.8))
     perched = rng.random() < 0.55
     subject = c.fit((_perched_bird if perched else _flying_bird)(body, breast, rng))
     if perched and rng.random() < 0.3:
-        _foliage(c)
+        foliage(c)
     else:
-        _day_sky(c, c.oy + rng.uniform(0.7, 1.2) * c.fh)
+        day_sky(c, c.oy + rng.uniform(0.7, 1.2) * c.fh)
     if perched:
         _branch(c)
     return subject
 
 
-def _bird_head(s: _Shape, x: float, y: float, r: float, body: RGB,
+def _bird_head(s: Shape, x: float, y: float, r: float, body: RGB,
                rng: np.random.Generator) -> None:
-    beak = _hsv(rng.uniform(0.08, 0.14), 0.8, 0.9)
+    beak = hsv(rng.uniform(0.08, 0.14), 0.8, 0.9)
     tip = x + r * rng.uniform(1.8, 2.4)
     s.polygon([(x + 0.7 * r, y - 0.35 * r), (tip, y + 0.1 * r), (x + 0.7 * r, y + 0.4 * r)], beak)
     s.ellipse(x, y, r, r, body)
@@ -517,35 +230,35 @@ def _bird_head(s: _Shape, x: float, y: float, r: float, body: RGB,
     s.ellipse(x + 0.4 * r, y - 0.2 * r, 0.15 * r, 0.15 * r, (15, 15, 15))
 
 
-def _perched_bird(body: RGB, breast: RGB, rng: np.random.Generator) -> _Shape:
-    s = _Shape()
-    legs = _hsv(0.08, 0.3, 0.3)
+def _perched_bird(body: RGB, breast: RGB, rng: np.random.Generator) -> Shape:
+    s = Shape()
+    legs = hsv(0.08, 0.3, 0.3)
     s.line([(-0.05, -0.3), (-0.03, 0)], legs, 0.03)
     s.line([(0.07, -0.3), (0.09, 0)], legs, 0.03)
-    s.polygon([(-0.2, -0.45), (-0.62, -0.08), (-0.52, -0.02), (-0.12, -0.3)], _shade(body, 0.75))
-    s.polygon(_ellipse_points(0.0, -0.47, 0.33, 0.22, angle=-0.45), body)
-    s.polygon(_ellipse_points(0.1, -0.38, 0.2, 0.15, angle=-0.45), breast)
-    s.polygon(_ellipse_points(-0.08, -0.5, 0.25, 0.12, angle=-0.5), _shade(body, 0.7))
+    s.polygon([(-0.2, -0.45), (-0.62, -0.08), (-0.52, -0.02), (-0.12, -0.3)], shade(body, 0.75))
+    s.polygon(ellipse_points(0.0, -0.47, 0.33, 0.22, angle=-0.45), body)
+    s.polygon(ellipse_points(0.1, -0.38, 0.2, 0.15, angle=-0.45), breast)
+    s.polygon(ellipse_points(-0.08, -0.5, 0.25, 0.12, angle=-0.5), shade(body, 0.7))
     _bird_head(s, 0.26, -0.76, 0.15, body, rng)
     return s
 
 
-def _flying_bird(body: RGB, breast: RGB, rng: np.random.Generator) -> _Shape:
-    s = _Shape()
+def _flying_bird(body: RGB, breast: RGB, rng: np.random.Generator) -> Shape:
+    s = Shape()
     lift = rng.uniform(-0.5, 0.8)  # wing tips above (+) or below (-) the body
     reach = rng.uniform(0.1, 0.35)  # how far back the tips sweep
-    s.polygon(_bird_wing(0.06, -0.02, -0.6 * reach, -0.7 * lift), _shade(body, 0.6))
-    s.polygon([(-0.33, 0.0), (-0.62, -0.1), (-0.66, 0.03), (-0.6, 0.12)], _shade(body, 0.75))
-    s.polygon(_ellipse_points(0.0, 0.0, 0.38, 0.12, angle=-0.1), body)
-    s.polygon(_ellipse_points(0.05, 0.05, 0.25, 0.06, angle=-0.1), breast)
-    s.polygon(_bird_wing(0.12, -0.04, -reach, -lift), _shade(body, 0.85))
+    s.polygon(_bird_wing(0.06, -0.02, -0.6 * reach, -0.7 * lift), shade(body, 0.6))
+    s.polygon([(-0.33, 0.0), (-0.62, -0.1), (-0.66, 0.03), (-0.6, 0.12)], shade(body, 0.75))
+    s.polygon(ellipse_points(0.0, 0.0, 0.38, 0.12, angle=-0.1), body)
+    s.polygon(ellipse_points(0.05, 0.05, 0.25, 0.06, angle=-0.1), breast)
+    s.polygon(_bird_wing(0.12, -0.04, -reach, -lift), shade(body, 0.85))
     _bird_head(s, 0.4, -0.06, 0.12, body, rng)
     return s
 
 
 def _bird_wing(x: float, y: float, tip_x: float, tip_y: float) -> np.ndarray:
     """A wing from the shoulder (x, y): a curved leading edge to the tip, notched trailing edge."""
-    leading = _bezier((x, y), (x + 0.05, y + 0.7 * (tip_y - y)), (tip_x, tip_y), n=8)
+    leading = bezier((x, y), (x + 0.05, y + 0.7 * (tip_y - y)), (tip_x, tip_y), n=8)
     t = np.linspace(0.0, 1.0, 7)[1:-1, None]
     root = np.array([x - 0.3, y + 0.02])
     trailing = (1 - t) * np.array([tip_x, tip_y]) + t * root
@@ -553,7 +266,7 @@ def _bird_wing(x: float, y: float, tip_x: float, tip_y: float) -> np.ndarray:
     return np.vstack([leading, trailing, [root]])
 
 
-def _branch(c: _Canvas) -> None:
+def _branch(c: Canvas) -> None:
     """A branch passing under the subject's feet, with a few leaves."""
     rng, col, d = c.rng, c.colour, c.draw
     slope, y = rng.uniform(-0.25, 0.25), c.base + 0.02 * c.height
@@ -570,8 +283,8 @@ def _branch(c: _Canvas) -> None:
         x = rng.uniform(max(start, 0), c.w)
         r = (0.05 * c.height + 0.01 * c.fh) * rng.uniform(0.7, 1.3)
         y_leaf = at(x) + rng.choice([-r, r])
-        points = _ellipse_points(x, y_leaf, r * 1.6, r * 0.6, angle=rng.uniform(-1, 1))
-        _polygon(d, points, _shade(leaf, rng.uniform(0.8, 1.2)))
+        points = ellipse_points(x, y_leaf, r * 1.6, r * 0.6, angle=rng.uniform(-1, 1))
+        polygon(d, points, shade(leaf, rng.uniform(0.8, 1.2)))
 
 
 # --- cat ----------------------------------------------------------------------------------------
@@ -580,57 +293,57 @@ _COATS = ((0.07, 0.7, 0.85), (0.6, 0.05, 0.55), (0.0, 0.0, 0.14), (0.1, 0.05, 0.
           (0.08, 0.5, 0.45))
 
 
-def _cat(c: _Canvas) -> _Shape:
+def _cat(c: Canvas) -> Shape:
     """A cat sitting (body, tail) or a head-and-shoulders close-up, mostly indoors."""
     rng, col = c.rng, c.colour
     fur = col(*_COATS[rng.integers(len(_COATS))], freedom=0.15)
-    s = _Shape()
+    s = Shape()
     if rng.random() < 0.6:
         _sitting_cat(s, fur, rng)
     else:
-        s.polygon(_half_disc(0, 0.5, 0.55, 0.35), fur)
+        s.polygon(half_disc(0, 0.5, 0.55, 0.35), fur)
         _cat_head(s, 0.0, 0.0, 0.45, fur, rng)
     subject = c.fit(s)
     setting = rng.random()
     if setting < 0.8:  # indoors: a wall, and a wooden floor or a sofa to sit on
         wall = col(rng.uniform(0, 1), rng.uniform(0.1, 0.35), rng.uniform(0.6, 0.9), freedom=0.6)
         floor_y = c.base - rng.uniform(0.05, 0.25) * c.height
-        _gradient(c, [(0, _shade(wall, 0.85)), (floor_y, wall)], bottom=floor_y)
+        gradient(c, [(0, shade(wall, 0.85)), (floor_y, wall)], bottom=floor_y)
         if setting < 0.5:
             wood = col(0.08, 0.55, rng.uniform(0.35, 0.6), freedom=0.2)
-            _gradient(c, [(floor_y, _shade(wood, 0.8)), (c.h, wood)], top=floor_y)
-            _furrows(c, floor_y, _shade(wood, 0.7))
+            gradient(c, [(floor_y, shade(wood, 0.8)), (c.h, wood)], top=floor_y)
+            furrows(c, floor_y, shade(wood, 0.7))
         else:
             _sofa(c, floor_y)
     else:
         grass = col(0.28, 0.6, rng.uniform(0.4, 0.65), freedom=0.3)
-        _gradient(c, [(0, _shade(grass, 0.7)), (c.h, grass)])
-        blades = [_shade(grass, 1.3), _shade(grass, 0.6)]
-        _blobs(c, rng.integers(10, 30), 0, c.h, (0.004, 0.012), blades, aspect=0.3)
+        gradient(c, [(0, shade(grass, 0.7)), (c.h, grass)])
+        blades = [shade(grass, 1.3), shade(grass, 0.6)]
+        blobs(c, rng.integers(10, 30), 0, c.h, (0.004, 0.012), blades, aspect=0.3)
     return subject
 
 
-def _sofa(c: _Canvas, seat_y: float) -> None:
+def _sofa(c: Canvas, seat_y: float) -> None:
     """A sofa under the cat: a back rest behind it, the seat at its feet, a darker front below."""
     rng, d = c.rng, c.draw
     cover = c.colour(rng.uniform(0, 1), rng.uniform(0.3, 0.7), rng.uniform(0.35, 0.7), freedom=0.8)
     back_top = seat_y - rng.uniform(0.5, 0.9) * c.height - 0.05 * c.fh
     d.rounded_rectangle([-10, back_top, c.w + 10, seat_y], radius=0.04 * c.fh,
-                        fill=_shade(cover, 0.85))
-    _polygon(d, _rect(0, seat_y, c.w, c.h), cover)
-    _polygon(d, _rect(0, seat_y + 0.12 * c.fh, c.w, c.h), _shade(cover, 0.7))
+                        fill=shade(cover, 0.85))
+    polygon(d, rect(0, seat_y, c.w, c.h), cover)
+    polygon(d, rect(0, seat_y + 0.12 * c.fh, c.w, c.h), shade(cover, 0.7))
 
 
-def _sitting_cat(s: _Shape, fur: RGB, rng: np.random.Generator) -> None:
-    tail = _bezier((0.2, -0.05), (0.55, -0.05), (rng.uniform(0.35, 0.55), rng.uniform(-0.6, -0.3)))
-    s.polygon(_ribbon(tail, np.linspace(0.09, 0.06, len(tail))), _shade(fur, 0.9))
-    s.polygon(_ellipse_points(0.0, -0.3, 0.27, 0.3), fur)
+def _sitting_cat(s: Shape, fur: RGB, rng: np.random.Generator) -> None:
+    tail = bezier((0.2, -0.05), (0.55, -0.05), (rng.uniform(0.35, 0.55), rng.uniform(-0.6, -0.3)))
+    s.polygon(ribbon(tail, np.linspace(0.09, 0.06, len(tail))), shade(fur, 0.9))
+    s.polygon(ellipse_points(0.0, -0.3, 0.27, 0.3), fur)
     for x in (-0.09, 0.09):  # front legs
-        s.polygon(_ellipse_points(x, -0.12, 0.055, 0.12), _shade(fur, 1.08))
+        s.polygon(ellipse_points(x, -0.12, 0.055, 0.12), shade(fur, 1.08))
     _cat_head(s, 0.0, -0.68, 0.2, fur, rng)
 
 
-def _cat_head(s: _Shape, x: float, y: float, r: float, fur: RGB, rng: np.random.Generator) -> None:
+def _cat_head(s: Shape, x: float, y: float, r: float, fur: RGB, rng: np.random.Generator) -> None:
     """Ears, round face, slit-pupil eyes, pink nose and whiskers: what makes a blob a cat."""
     pink = (235, 150, 160)
 
@@ -640,8 +353,8 @@ def _cat_head(s: _Shape, x: float, y: float, r: float, fur: RGB, rng: np.random.
     for side in (-1, 1):
         s.polygon([at(0.95, -0.3, side), at(0.8, -1.45, side), at(0.15, -0.8, side)], fur)
         s.polygon([at(0.8, -0.5, side), at(0.75, -1.2, side), at(0.35, -0.8, side)], pink)
-    s.polygon(_ellipse_points(x, y, r * 1.05, r * 0.9), fur)
-    iris = _hsv(rng.choice([0.3, 0.15, 0.55, 0.1]), 0.8, 0.85)
+    s.polygon(ellipse_points(x, y, r * 1.05, r * 0.9), fur)
+    iris = hsv(rng.choice([0.3, 0.15, 0.55, 0.1]), 0.8, 0.85)
     for side in (-1, 1):
         ex, ey = at(0.4, -0.1, side)
         s.ellipse(ex, ey, 0.22 * r, 0.18 * r, iris)
@@ -649,141 +362,141 @@ def _cat_head(s: _Shape, x: float, y: float, r: float, fur: RGB, rng: np.random.
         for dy in (0.15, 0.35):  # whiskers
             s.line([at(0.3, 0.3, side), at(1.5, dy, side)], (235, 235, 235), 0.02 * r)
     s.polygon([at(-0.12, 0.2), at(0.12, 0.2), at(0, 0.35)], pink)
-    s.line([at(-0.15, 0.5), at(0, 0.38), at(0.15, 0.5)], _shade(fur, 0.5), 0.04 * r)
+    s.line([at(-0.15, 0.5), at(0, 0.38), at(0.15, 0.5)], shade(fur, 0.5), 0.04 * r)
 
 
 # --- flower -------------------------------------------------------------------------------------
 
-def _flower(c: _Canvas) -> _Shape:
+def _flower(c: Canvas) -> Shape:
     """A bloom (daisy, round petals, sunflower or tulip), maybe on a stem, before leaves or sky."""
     rng, col = c.rng, c.colour
-    s = _Shape()
+    s = Shape()
     if rng.random() < 0.65:
         end = (rng.uniform(-0.2, 0.2), rng.uniform(1.2, 2.0))
-        stem = _bezier((0, 0.3), (rng.uniform(-0.3, 0.3), 1.0), end)
+        stem = bezier((0, 0.3), (rng.uniform(-0.3, 0.3), 1.0), end)
         green = col(0.3, 0.7, rng.uniform(0.35, 0.55), freedom=0.2)
-        s.polygon(_ribbon(stem, 0.09), green)
+        s.polygon(ribbon(stem, 0.09), green)
         leaves = int(rng.integers(1, 3))
         for k in rng.choice(np.arange(4, len(stem) - 1), size=leaves, replace=False):
             side = rng.choice([-1, 1])
             x, y = stem[k, 0] + side * 0.22, stem[k, 1]
-            s.polygon(_ellipse_points(x, y, 0.25, 0.08, angle=-side * 0.5), green)
+            s.polygon(ellipse_points(x, y, 0.25, 0.08, angle=-side * 0.5), green)
     _FLOWER_HEADS[rng.integers(len(_FLOWER_HEADS))](s, col, rng)
     subject = c.fit(s)
     if rng.random() < 0.65:
-        _foliage(c)
+        foliage(c)
     else:
-        _day_sky(c, c.oy + rng.uniform(0.5, 0.9) * c.fh)
+        day_sky(c, c.oy + rng.uniform(0.5, 0.9) * c.fh)
         hills = col(0.3, 0.6, 0.45, freedom=0.3)
-        _fill_below(c, _ridge(c, c.oy + c.fh * rng.uniform(0.8, 1.0), 0.1 * c.fh), hills)
+        fill_below(c, ridge(c, c.oy + c.fh * rng.uniform(0.8, 1.0), 0.1 * c.fh), hills)
     return subject
 
 
-def _petals(s: _Shape, count: int, length: float, width: float, colour: RGB,
+def _petals(s: Shape, count: int, length: float, width: float, colour: RGB,
             rng: np.random.Generator) -> None:
     offset = rng.uniform(0, 2 * math.pi)
     for k in range(count):
         a = offset + 2 * math.pi * k / count
         centre = length / 2 * math.cos(a), length / 2 * math.sin(a)
-        s.polygon(_ellipse_points(*centre, length / 2, width, angle=a, n=16), colour)
+        s.polygon(ellipse_points(*centre, length / 2, width, angle=a, n=16), colour)
 
 
-def _daisy(s: _Shape, col: _Palette, rng: np.random.Generator) -> None:
+def _daisy(s: Shape, col: Palette, rng: np.random.Generator) -> None:
     petal = col(0.9, rng.uniform(0, 0.3), 0.97, freedom=0.3)
     _petals(s, int(rng.integers(12, 20)), 1.0, 0.1, petal, rng)
     s.ellipse(0, 0, 0.25, 0.25, col(0.13, 0.9, 0.95, freedom=0.1))
 
 
-def _round_flower(s: _Shape, col: _Palette, rng: np.random.Generator) -> None:
+def _round_flower(s: Shape, col: Palette, rng: np.random.Generator) -> None:
     hue = rng.choice([0.95, 0.0, 0.83, 0.75, 0.12])
     petal = col(hue, rng.uniform(0.5, 0.9), rng.uniform(0.75, 1.0), freedom=0.7)
     count = int(rng.integers(5, 9))
     _petals(s, count, 1.0, 0.3, petal, rng)
-    _petals(s, count, 0.65, 0.22, _mix(petal, _WHITE, 0.3), rng)
+    _petals(s, count, 0.65, 0.22, mix(petal, _WHITE, 0.3), rng)
     s.ellipse(0, 0, 0.18, 0.18, col(0.12, 0.8, rng.uniform(0.4, 0.9), freedom=0.1))
 
 
-def _sunflower(s: _Shape, col: _Palette, rng: np.random.Generator) -> None:
+def _sunflower(s: Shape, col: Palette, rng: np.random.Generator) -> None:
     _petals(s, int(rng.integers(14, 22)), 1.0, 0.13, col(0.13, 0.9, 0.95, freedom=0.2), rng)
     s.ellipse(0, 0, 0.45, 0.45, col(0.07, 0.7, 0.3, freedom=0.1))
 
 
-def _tulip(s: _Shape, col: _Palette, rng: np.random.Generator) -> None:
+def _tulip(s: Shape, col: Palette, rng: np.random.Generator) -> None:
     petal = col(rng.choice([0.0, 0.95, 0.13, 0.8]), 0.8, 0.85, freedom=0.6)
-    cup = _ellipse_points(0, 0.0, 0.42, 0.55, start=0, stop=math.pi, n=12)
+    cup = ellipse_points(0, 0.0, 0.42, 0.55, start=0, stop=math.pi, n=12)
     s.polygon(np.vstack([cup, [(-0.42, -0.5), (0, -0.2), (0.42, -0.5)]]), petal)
-    s.polygon([(-0.25, 0.3), (0.0, -0.75), (0.25, 0.3)], _shade(petal, 0.8))
+    s.polygon([(-0.25, 0.3), (0.0, -0.75), (0.25, 0.3)], shade(petal, 0.8))
 
 
-_SubjectBuilder = Callable[[_Shape, _Palette, np.random.Generator], None]
+_SubjectBuilder = Callable[[Shape, Palette, np.random.Generator], None]
 _FLOWER_HEADS: tuple[_SubjectBuilder, ...] = (_daisy, _round_flower, _sunflower, _tulip)
 
 
 # --- lake ---------------------------------------------------------------------------------------
 
-def _lake(c: _Canvas) -> _Shape:
+def _lake(c: Canvas) -> Shape:
     """Still water below low wooded hills, mirroring them, with a sailboat, rowboat or island."""
     rng, col = c.rng, c.colour
-    s = _Shape()
+    s = Shape()
     _LAKE_SUBJECTS[rng.integers(len(_LAKE_SUBJECTS))](s, col, rng)
     subject = c.fit(s)
     shore = c.base - rng.uniform(0.1, 0.45) * c.height - 0.04 * c.fh
-    _day_sky(c, shore)
+    day_sky(c, shore)
     water = col(0.58, rng.uniform(0.35, 0.7), rng.uniform(0.45, 0.75), freedom=0.25)
-    _gradient(c, [(shore, _mix(water, _WHITE, 0.25)), (c.h, _shade(water, 0.7))], top=shore)
+    gradient(c, [(shore, mix(water, _WHITE, 0.25)), (c.h, shade(water, 0.7))], top=shore)
     hills = col(rng.uniform(0.28, 0.45), 0.5, rng.uniform(0.3, 0.5), freedom=0.3)
     for depth, amp in ((0.6, 0.12), (1.0, 0.07)):  # far, then near
-        ridge = _ridge(c, shore, amp * c.fh * rng.uniform(0.5, 1.0))
-        colour = _mix(hills, (200, 215, 230), 0.5 * (1 - depth))
-        _fill_below(c, ridge, colour, bottom=shore)
-        mirror = np.column_stack([ridge[:, 0], 2 * shore - ridge[:, 1]])
-        _polygon(c.draw, np.vstack([mirror, [[c.w, shore], [0, shore]]]), _mix(colour, water, 0.45))
-    _treeline(c, shore, _shade(hills, 0.7))
+        crest = ridge(c, shore, amp * c.fh * rng.uniform(0.5, 1.0))
+        colour = mix(hills, (200, 215, 230), 0.5 * (1 - depth))
+        fill_below(c, crest, colour, bottom=shore)
+        mirror = np.column_stack([crest[:, 0], 2 * shore - crest[:, 1]])
+        polygon(c.draw, np.vstack([mirror, [[c.w, shore], [0, shore]]]), mix(colour, water, 0.45))
+    _treeline(c, shore, shade(hills, 0.7))
     subject.reflected(c.base, 0.8, water, 0.5).draw(c.draw)
-    _strokes(c, rng.integers(6, 16), shore, c.h, (0.02, 0.1), _mix(water, _WHITE, 0.35))
+    strokes(c, rng.integers(6, 16), shore, c.h, (0.02, 0.1), mix(water, _WHITE, 0.35))
     return subject
 
 
-def _treeline(c: _Canvas, shore: float, colour: RGB) -> None:
+def _treeline(c: Canvas, shore: float, colour: RGB) -> None:
     """Small conifers along a shore: the texture that says 'lake in the woods'."""
     d = c.draw
     spacing = 0.025 * c.fw
     for x in np.arange(c.rng.uniform(0, spacing), c.w, spacing):
         height = c.rng.uniform(0.03, 0.07) * c.fh
         tree = [(x - 0.3 * height, shore), (x, shore - height), (x + 0.3 * height, shore)]
-        _polygon(d, tree, colour)
+        polygon(d, tree, colour)
 
 
-def _sailboat(s: _Shape, col: _Palette, rng: np.random.Generator) -> None:
+def _sailboat(s: Shape, col: Palette, rng: np.random.Generator) -> None:
     hull_hue = rng.choice([0.0, 0.6, 0.08])
     hull = col(hull_hue, rng.uniform(0, 0.7), rng.uniform(0.3, 0.95), freedom=0.4)
     sail = col(0.12, rng.uniform(0.0, 0.25), rng.uniform(0.9, 1.0), freedom=0.3)
     s.line([(0, -0.12), (0, -1)], (90, 80, 70), 0.025)
     s.polygon([(0.005, -0.97), (0.005, -0.18), (rng.uniform(0.35, 0.5), -0.18)], sail)
     jib = [(-0.005, -0.9), (-0.005, -0.2), (-rng.uniform(0.25, 0.35), -0.2)]
-    s.polygon(jib, _shade(sail, 0.92))
+    s.polygon(jib, shade(sail, 0.92))
     s.polygon([(-0.45, -0.14), (0.55, -0.14), (0.38, 0), (-0.36, 0)], hull)
 
 
-def _rowboat(s: _Shape, col: _Palette, rng: np.random.Generator) -> None:
+def _rowboat(s: Shape, col: Palette, rng: np.random.Generator) -> None:
     wood = col(0.07, 0.6, rng.uniform(0.35, 0.65), freedom=0.3)
     shirt = col(rng.uniform(0, 1), 0.7, 0.8, freedom=0.8)
     s.line([(-0.75, 0.0), (0.75, -0.45)], (120, 90, 60), 0.03)  # an oar
-    s.polygon(_rect(-0.09, -0.72, 0.09, -0.3), shirt)
-    s.ellipse(0, -0.83, 0.1, 0.12, _hsv(0.07, 0.4, 0.8))
+    s.polygon(rect(-0.09, -0.72, 0.09, -0.3), shirt)
+    s.ellipse(0, -0.83, 0.1, 0.12, hsv(0.07, 0.4, 0.8))
     s.polygon([(-0.65, -0.32), (0.65, -0.32), (0.48, 0), (-0.48, 0)], wood)
-    s.line([(-0.62, -0.3), (0.62, -0.3)], _shade(wood, 0.6), 0.04)
+    s.line([(-0.62, -0.3), (0.62, -0.3)], shade(wood, 0.6), 0.04)
 
 
-def _island(s: _Shape, col: _Palette, rng: np.random.Generator) -> None:
+def _island(s: Shape, col: Palette, rng: np.random.Generator) -> None:
     rock = col(0.25, 0.35, rng.uniform(0.3, 0.45), freedom=0.2)
     pine = col(0.35, 0.6, rng.uniform(0.2, 0.35), freedom=0.2)
     width = rng.uniform(0.7, 1.3)
     for x in np.sort(rng.uniform(-0.6, 0.6, int(rng.integers(2, 6)))) * width:
         top = rng.uniform(-1.0, -0.55)
         tree = [(x - 0.16, -0.15), (x, top), (x + 0.16, -0.15)]
-        s.polygon(tree, _shade(pine, rng.uniform(0.8, 1.3)))
-    s.polygon(_half_disc(0, 0, width, 0.28), rock)
+        s.polygon(tree, shade(pine, rng.uniform(0.8, 1.3)))
+    s.polygon(half_disc(0, 0, width, 0.28), rock)
 
 
 _LAKE_SUBJECTS: tuple[_SubjectBuilder, ...] = (_sailboat, _rowboat, _island)
@@ -791,76 +504,76 @@ _LAKE_SUBJECTS: tuple[_SubjectBuilder, ...] = (_sailboat, _rowboat, _island)
 
 # --- meadow -------------------------------------------------------------------------------------
 
-def _meadow(c: _Canvas) -> _Shape:
+def _meadow(c: Canvas) -> Shape:
     """A green field dotted with wild flowers under hills and sky, with a lone tree."""
     rng, col = c.rng, c.colour
-    s = _Shape()
+    s = Shape()
     (_leafy_tree if rng.random() < 0.65 else _conifer)(s, col, rng)
     subject = c.fit(s)
     horizon = c.base - rng.uniform(0.1, 0.5) * c.height - 0.03 * c.fh
-    _day_sky(c, horizon)
+    day_sky(c, horizon)
     hills = col(0.3, 0.35, rng.uniform(0.55, 0.7), freedom=0.3)
-    _fill_below(c, _ridge(c, horizon, rng.uniform(0.03, 0.12) * c.fh), hills)
+    fill_below(c, ridge(c, horizon, rng.uniform(0.03, 0.12) * c.fh), hills)
     grass = col(0.27, rng.uniform(0.55, 0.8), rng.uniform(0.5, 0.75), freedom=0.25)
-    far = _mix(grass, (220, 230, 200), 0.2)
-    _gradient(c, [(horizon, far), (c.h, _shade(grass, 0.85))], top=horizon)
+    far = mix(grass, (220, 230, 200), 0.2)
+    gradient(c, [(horizon, far), (c.h, shade(grass, 0.85))], top=horizon)
     hues = rng.choice([0.0, 0.13, 0.8, 0.7, 0.95], size=2)
     blossoms = [col(h, 0.7, 0.95, freedom=0.6) for h in hues] + [(250, 250, 245)]
     for t0, t1, size in ((0.0, 0.3, 0.004), (0.3, 1.0, 0.009)):  # small far away, larger near
         y0, y1 = horizon + t0 * (c.h - horizon), horizon + t1 * (c.h - horizon)
-        _blobs(c, int(rng.integers(15, 45)), y0, y1, (size * 0.6, size), blossoms)
+        blobs(c, int(rng.integers(15, 45)), y0, y1, (size * 0.6, size), blossoms)
     return subject
 
 
-def _leafy_tree(s: _Shape, col: _Palette, rng: np.random.Generator) -> None:
+def _leafy_tree(s: Shape, col: Palette, rng: np.random.Generator) -> None:
     bark = col(0.07, 0.5, rng.uniform(0.2, 0.4), freedom=0.2)
-    trunk = _bezier((0, 0), (rng.uniform(-0.08, 0.08), -0.3), (0, -0.6))
-    s.polygon(_ribbon(trunk, np.linspace(0.14, 0.07, len(trunk))), bark)
+    trunk = bezier((0, 0), (rng.uniform(-0.08, 0.08), -0.3), (0, -0.6))
+    s.polygon(ribbon(trunk, np.linspace(0.14, 0.07, len(trunk))), bark)
     leaves = col(0.07 if rng.random() < 0.2 else 0.3, 0.65, rng.uniform(0.35, 0.55), freedom=0.35)
     width = rng.uniform(0.3, 0.5)
     for _ in range(int(rng.integers(6, 11))):
         r = rng.uniform(0.16, 0.26)
         x, y = rng.uniform(-width, width), rng.uniform(-0.95 + r, -0.5)
-        s.ellipse(x, y, r * 1.1, r, _shade(leaves, rng.uniform(0.8, 1.2)))
+        s.ellipse(x, y, r * 1.1, r, shade(leaves, rng.uniform(0.8, 1.2)))
 
 
-def _conifer(s: _Shape, col: _Palette, rng: np.random.Generator) -> None:
-    s.polygon(_rect(-0.04, -0.2, 0.04, 0), col(0.07, 0.5, 0.3, freedom=0.2))
+def _conifer(s: Shape, col: Palette, rng: np.random.Generator) -> None:
+    s.polygon(rect(-0.04, -0.2, 0.04, 0), col(0.07, 0.5, 0.3, freedom=0.2))
     needles = col(0.38, 0.6, rng.uniform(0.2, 0.4), freedom=0.3)
     tiers = int(rng.integers(3, 6))
     for k in range(tiers):
         bottom = -0.15 - 0.75 * k / tiers
         half = 0.3 * (1 - 0.7 * k / tiers)
         top = bottom - 0.85 / tiers - 0.15
-        s.polygon([(-half, bottom), (0, top), (half, bottom)], _shade(needles, 1 + 0.08 * k))
+        s.polygon([(-half, bottom), (0, top), (half, bottom)], shade(needles, 1 + 0.08 * k))
 
 
 # --- mountain -----------------------------------------------------------------------------------
 
-def _mountain(c: _Canvas) -> _Shape:
+def _mountain(c: Canvas) -> Shape:
     """A snow-capped main peak before a hazy range, with forest, meadow or a lake at its foot."""
     rng, col = c.rng, c.colour
     subject = c.fit(_peak(col, rng))
-    _day_sky(c, c.base)
+    day_sky(c, c.base)
     haze = col(0.6, 0.2, rng.uniform(0.6, 0.8), freedom=0.2)
-    range_ = _ridge(c, c.base, c.height * rng.uniform(0.3, 0.8), waves=6)
-    _fill_below(c, range_, haze, bottom=c.base)
+    range_ = ridge(c, c.base, c.height * rng.uniform(0.3, 0.8), waves=6)
+    fill_below(c, range_, haze, bottom=c.base)
     ground = rng.choice(3, p=[0.45, 0.4, 0.15])  # forest, meadow or lake
     if ground == 2:
         water = col(0.58, 0.5, rng.uniform(0.45, 0.7), freedom=0.25)
-        _gradient(c, [(c.base, water), (c.h, _shade(water, 0.7))], top=c.base)
+        gradient(c, [(c.base, water), (c.h, shade(water, 0.7))], top=c.base)
         subject.reflected(c.base, 0.6, water, 0.55).draw(c.draw)
-        _strokes(c, rng.integers(6, 16), c.base, c.h, (0.02, 0.1), _mix(water, _WHITE, 0.3))
+        strokes(c, rng.integers(6, 16), c.base, c.h, (0.02, 0.1), mix(water, _WHITE, 0.3))
     else:
         green = col(0.33 if ground == 0 else 0.25, 0.6, rng.uniform(0.25, 0.55), freedom=0.25)
         depth = rng.uniform(0.02, 0.06) * c.fh
-        _fill_below(c, _ridge(c, c.base + depth, depth), green)
+        fill_below(c, ridge(c, c.base + depth, depth), green)
     return subject
 
 
-def _peak(col: _Palette, rng: np.random.Generator) -> _Shape:
+def _peak(col: Palette, rng: np.random.Generator) -> Shape:
     """A jagged peak with a shadowed flank and a snow cap that fingers down its gullies."""
-    s = _Shape()
+    s = Shape()
     half = rng.uniform(0.8, 1.3)
     apex = rng.uniform(-0.25, 0.25) * half
     t = np.linspace(0.0, 1.0, 8)
@@ -873,7 +586,7 @@ def _peak(col: _Palette, rng: np.random.Generator) -> _Shape:
     outline = np.vstack([left, right[1:]])
     rock = col(rng.choice([0.6, 0.08]), rng.uniform(0.1, 0.3), rng.uniform(0.35, 0.55), freedom=0.2)
     s.polygon(outline, rock)
-    s.polygon(np.vstack([right, [[apex + rng.uniform(-0.2, 0.2), 0]]]), _shade(rock, 0.7))
+    s.polygon(np.vstack([right, [[apex + rng.uniform(-0.2, 0.2), 0]]]), shade(rock, 0.7))
     snowline = -1 + rng.uniform(0.25, 0.5)
     xl = np.interp(snowline, left[::-1, 1], left[::-1, 0])
     xr = np.interp(snowline, right[:, 1], right[:, 0])
@@ -895,25 +608,25 @@ _HAIRS = ((0.0, 0.0, 0.1), (0.07, 0.6, 0.25), (0.08, 0.6, 0.45), (0.12, 0.55, 0.
           (0.04, 0.8, 0.6), (0.0, 0.0, 0.7))
 
 
-def _portrait(c: _Canvas) -> _Shape:
+def _portrait(c: Canvas) -> Shape:
     """Head and shoulders: a face with eyes, brows, nose and mouth; short, long, bun or no hair."""
     rng, col = c.rng, c.colour
-    skin = _hsv(*_SKINS[rng.integers(len(_SKINS))])
-    hair = _hsv(*_HAIRS[rng.integers(len(_HAIRS))])
+    skin = hsv(*_SKINS[rng.integers(len(_SKINS))])
+    hair = hsv(*_HAIRS[rng.integers(len(_HAIRS))])
     style = ("short", "long", "bun", "bald")[rng.integers(4)]
-    s = _Shape()
+    s = Shape()
     hx, hy, rx, ry = 0.0, -0.62, 0.17, 0.22  # the head's centre and radii
     if style == "long":  # falls behind the head to the shoulders
-        back = _half_disc(hx, hy, rx * 1.35, ry * 1.2, n=12)
+        back = half_disc(hx, hy, rx * 1.35, ry * 1.2, n=12)
         s.polygon(np.vstack([back, [[hx + rx * 1.4, -0.22], [hx - rx * 1.4, -0.22]]]), hair)
     shirt = col(rng.uniform(0, 1), rng.uniform(0.2, 0.8), rng.uniform(0.3, 0.9), freedom=1.0)
-    s.polygon(_half_disc(0, 0, 0.55, 0.32), shirt)
-    s.polygon(_rect(-0.07, -0.45, 0.07, -0.28), _shade(skin, 0.9))  # neck
+    s.polygon(half_disc(0, 0, 0.55, 0.32), shirt)
+    s.polygon(rect(-0.07, -0.45, 0.07, -0.28), shade(skin, 0.9))  # neck
     for side in (-1, 1):
-        s.ellipse(hx + side * rx, hy, 0.035, 0.055, _shade(skin, 0.95))  # ears
+        s.ellipse(hx + side * rx, hy, 0.035, 0.055, shade(skin, 0.95))  # ears
     s.ellipse(hx, hy, rx, ry, skin)
     if style != "bald":
-        cap = _half_disc(hx, hy - 0.02, rx * 1.08, ry * 1.08, n=14)
+        cap = half_disc(hx, hy - 0.02, rx * 1.08, ry * 1.08, n=14)
         fringe = [[hx + rx * 0.9, hy - 0.05], [hx + rx * 0.3, hy - ry * 0.55],
                   [hx - rx * 0.8, hy - ry * 0.4]]
         s.polygon(np.vstack([[[hx - rx * 1.08, hy]], cap, fringe]), hair)
@@ -923,18 +636,18 @@ def _portrait(c: _Canvas) -> _Shape:
     subject = c.fit(s)
     backdrop = col(rng.uniform(0, 1), rng.uniform(0.1, 0.5), rng.uniform(0.3, 0.8), freedom=0.6)
     if rng.random() < 0.6:  # a studio backdrop
-        _gradient(c, [(0, _shade(backdrop, 1.2)), (c.h, _shade(backdrop, 0.7))])
+        gradient(c, [(0, shade(backdrop, 1.2)), (c.h, shade(backdrop, 0.7))])
     else:  # out-of-focus evening lights
-        _gradient(c, [(0, _shade(backdrop, 0.35)), (c.h, _shade(backdrop, 0.2))])
+        gradient(c, [(0, shade(backdrop, 0.35)), (c.h, shade(backdrop, 0.2))])
         lights = [col(h, 0.6, 1.0, freedom=0.3) for h in (0.08, 0.12, 0.0)] + [(255, 245, 225)]
-        _blobs(c, rng.integers(8, 25), 0, c.h, (0.02, 0.07), lights)
+        blobs(c, rng.integers(8, 25), 0, c.h, (0.02, 0.07), lights)
     return subject
 
 
-def _face(s: _Shape, hx: float, hy: float, rx: float, ry: float, skin: RGB, hair: RGB,
+def _face(s: Shape, hx: float, hy: float, rx: float, ry: float, skin: RGB, hair: RGB,
           rng: np.random.Generator) -> None:
-    iris = _hsv(rng.choice([0.08, 0.58, 0.3]), 0.6, rng.uniform(0.25, 0.6))
-    brow = _shade(hair, 0.9)
+    iris = hsv(rng.choice([0.08, 0.58, 0.3]), 0.6, rng.uniform(0.25, 0.6))
+    brow = shade(hair, 0.9)
     for side in (-1, 1):
         ex, ey = hx + side * 0.38 * rx, hy - 0.05 * ry
         s.ellipse(ex, ey, 0.2 * rx, 0.09 * ry, (245, 245, 245))
@@ -942,53 +655,53 @@ def _face(s: _Shape, hx: float, hy: float, rx: float, ry: float, skin: RGB, hair
         s.line([(ex - 0.22 * rx, ey - 0.22 * ry), (ex + 0.22 * rx, ey - 0.25 * ry)], brow,
                0.05 * ry)
     nose = [(hx, hy + 0.02 * ry), (hx - 0.1 * rx, hy + 0.3 * ry), (hx + 0.05 * rx, hy + 0.3 * ry)]
-    s.polygon(nose, _shade(skin, 0.8))
-    lips = _mix(skin, (200, 60, 70), rng.uniform(0.4, 0.8))
-    mouth = _ellipse_points(hx, hy + 0.5 * ry, 0.3 * rx, 0.1 * ry, start=0, stop=math.pi, n=8)
+    s.polygon(nose, shade(skin, 0.8))
+    lips = mix(skin, (200, 60, 70), rng.uniform(0.4, 0.8))
+    mouth = ellipse_points(hx, hy + 0.5 * ry, 0.3 * rx, 0.1 * ry, start=0, stop=math.pi, n=8)
     s.polygon(mouth, lips)
 
 
 # --- sunset -------------------------------------------------------------------------------------
 
-def _sunset(c: _Canvas) -> _Shape:
+def _sunset(c: Canvas) -> Shape:
     """A glowing sun disk on the horizon under a purple-red-orange sky, over sea or dark land."""
     rng, col = c.rng, c.colour
     sunk = rng.uniform(0.0, 0.4)  # the share of the disk's diameter below the horizon
     chord = math.asin(1 - 2 * sunk)  # the horizon cuts the unit disk at y = 1 - 2 * sunk
     sun = col(rng.uniform(0.1, 0.16), rng.uniform(0.15, 0.55), 1.0, freedom=0.1)
-    s = _Shape()
-    visible = _ellipse_points(0, 0, 1, 1, start=math.pi - chord, stop=2 * math.pi + chord, n=32)
+    s = Shape()
+    visible = ellipse_points(0, 0, 1, 1, start=math.pi - chord, stop=2 * math.pi + chord, n=32)
     s.polygon(visible, sun)
     subject = c.fit(s)
     horizon = c.base
     top = col(rng.uniform(0.66, 0.75), 0.6, rng.uniform(0.25, 0.45), freedom=0.15)
     middle = col(rng.uniform(0.93, 1.0), 0.75, rng.uniform(0.6, 0.8), freedom=0.1)
     low = col(0.06, 0.85, 1.0, freedom=0.05)
-    _gradient(c, [(horizon - 0.9 * c.fh, top), (horizon - 0.4 * c.fh, middle),
-                  (horizon - 0.08 * c.fh, low), (horizon, _mix(low, sun, 0.5))], bottom=horizon + 1)
+    gradient(c, [(horizon - 0.9 * c.fh, top), (horizon - 0.4 * c.fh, middle),
+                  (horizon - 0.08 * c.fh, low), (horizon, mix(low, sun, 0.5))], bottom=horizon + 1)
     r = c.height / (2 - 2 * sunk)
     centre_y = horizon - (1 - 2 * sunk) * r
     d = c.draw
     for t in np.linspace(1.0, 0.0, 6):  # a glow fading out in small steps, dimmer than the disk
         radius = 1.05 * r + t * 0.3 * c.fh
         d.ellipse([c.cx - radius, centre_y - radius, c.cx + radius, centre_y + radius],
-                  fill=_mix(low, sun, 0.5 - 0.35 * t))
-    streaks = [_shade(middle, 0.75), top]  # thin clouds
-    _blobs(c, rng.integers(0, 6), horizon - 0.6 * c.fh, horizon - 0.1 * c.fh, (0.006, 0.015),
+                  fill=mix(low, sun, 0.5 - 0.35 * t))
+    streaks = [shade(middle, 0.75), top]  # thin clouds
+    blobs(c, rng.integers(0, 6), horizon - 0.6 * c.fh, horizon - 0.1 * c.fh, (0.006, 0.015),
            streaks, aspect=12)
     if rng.random() < 0.5:
         sea = col(0.7, 0.5, rng.uniform(0.2, 0.35), freedom=0.2)
-        _gradient(c, [(horizon, _mix(sea, low, 0.4)), (c.h, _shade(sea, 0.6))], top=horizon)
-        _strokes(c, rng.integers(8, 20), horizon, c.h, (0.02, 0.08), _mix(low, sun, 0.5),
+        gradient(c, [(horizon, mix(sea, low, 0.4)), (c.h, shade(sea, 0.6))], top=horizon)
+        strokes(c, rng.integers(8, 20), horizon, c.h, (0.02, 0.08), mix(low, sun, 0.5),
                  x=lambda _: c.cx + rng.normal(0, 0.2) * c.height)  # the sun's path on the water
     else:
-        land = _ridge(c, horizon + rng.uniform(0.0, 0.05) * c.fh, 0.06 * c.fh, waves=6)
-        _fill_below(c, land, col(0.75, 0.4, 0.12, freedom=0.1))
+        land = ridge(c, horizon + rng.uniform(0.0, 0.05) * c.fh, 0.06 * c.fh, waves=6)
+        fill_below(c, land, col(0.75, 0.4, 0.12, freedom=0.1))
     return subject
 
 
 #: One drawing function per category: paints the background, returns the fitted subject.
-_SCENES: dict[str, Callable[[_Canvas], _Shape]] = {
+_SCENES: dict[str, Callable[[Canvas], Shape]] = {
     "barn": _barn, "beach": _beach, "bird": _bird, "cat": _cat, "flower": _flower, "lake": _lake,
     "meadow": _meadow, "mountain": _mountain, "portrait": _portrait, "sunset": _sunset,
 }
@@ -996,13 +709,13 @@ _SCENES: dict[str, Callable[[_Canvas], _Shape]] = {
 
 # --- composition --------------------------------------------------------------------------------
 
-def _scatter_clutter(c: _Canvas, clutter: float) -> None:
+def _scatter_clutter(c: Canvas, clutter: float) -> None:
     """Distractors in front of the background but behind the subject: busy, never occluding it."""
     rng, d = c.rng, c.draw
     for _ in range(round(clutter * MAX_CLUTTER)):
         x, y = c.ox + rng.uniform(0, c.fw), c.oy + rng.uniform(0, c.fh)
         size = rng.uniform(0.07, 0.22) * min(c.fw, c.fh)
-        colour = _hsv(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0))
+        colour = hsv(rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0))
         sides = int(rng.choice([2, 3, 4, 5, 24]))  # a stick, polygons or an ellipse
         if sides == 2:
             a = rng.uniform(0, math.pi)
@@ -1011,30 +724,30 @@ def _scatter_clutter(c: _Canvas, clutter: float) -> None:
                    width=max(1, int(size * 0.15)))
         else:
             ry, angle = size / 2 * rng.uniform(0.4, 1.0), rng.uniform(0, math.pi)
-            _polygon(d, _ellipse_points(x, y, size / 2, ry, angle, n=sides), colour)
+            polygon(d, ellipse_points(x, y, size / 2, ry, angle, n=sides), colour)
 
 
-def _composite(c: _Canvas, subject: _Shape, darkness: float) -> tuple[Image.Image, Image.Image]:
+def _composite(c: Canvas, subject: Shape, darkness: float) -> tuple[Image.Image, Image.Image]:
     """Darken the background, lay the subject over it; returns the picture and the subject's alpha.
 
     The subject is painted on black and downsampled with its mask, i.e. premultiplied by its
     coverage, so ``background * (1 - alpha) + subject`` is exact at anti-aliased edges and the
     blending runs on the small image rather than the supersampled one.
     """
-    backdrop = _hsv(c.rng.random(), c.rng.uniform(0.0, 0.4), c.rng.uniform(0.04, 0.1))
+    backdrop = hsv(c.rng.random(), c.rng.uniform(0.0, 0.4), c.rng.uniform(0.04, 0.1))
     layer, mask = Image.new("RGB", c.image.size), Image.new("L", c.image.size)
     subject.draw(ImageDraw.Draw(layer))
     subject.draw(ImageDraw.Draw(mask), fill=255)
-    background, layer, alpha = c.image.reduce(_SS), layer.reduce(_SS), mask.reduce(_SS)
+    background, layer, alpha = c.image.reduce(SS), layer.reduce(SS), mask.reduce(SS)
     if darkness > 0.0:
         background = Image.blend(background, Image.new("RGB", background.size, backdrop), darkness)
     background.paste((0, 0, 0), mask=alpha)
     return ImageChops.add(background, layer), alpha
 
 
-def _frame(image: Image.Image, c: _Canvas, tilt: float, resample: Image.Resampling) -> Image.Image:
+def _frame(image: Image.Image, c: Canvas, tilt: float, resample: Image.Resampling) -> Image.Image:
     """Cut the frame out of a downsampled canvas, rolled by ``tilt`` degrees counter-clockwise."""
-    ox, oy, fw, fh = c.ox // _SS, c.oy // _SS, c.fw // _SS, c.fh // _SS
+    ox, oy, fw, fh = c.ox // SS, c.oy // SS, c.fw // SS, c.fh // SS
     if tilt == 0.0:
         return image.crop((ox, oy, ox + fw, oy + fh))
     cos, sin = math.cos(math.radians(tilt)), math.sin(math.radians(tilt))
@@ -1055,7 +768,7 @@ def render_scene(
     if category not in _SCENES:
         raise ValueError(f"unknown category {category!r}; expected one of {CATEGORIES}")
     attrs = plain_floats(attrs)
-    c = _Canvas.create(attrs, width, height, rng)
+    c = Canvas.create(attrs, width, height, rng)
     subject = _SCENES[category](c)
     _scatter_clutter(c, attrs.clutter)
     picture, alpha = _composite(c, subject, attrs.background_darkness)
