@@ -1,13 +1,11 @@
 """Checking that photos exist and decode, in parallel with Ray Data."""
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
 from apm import storage
+from apm.decode import decode_image
 
 STATUS_OK, STATUS_MISSING, STATUS_UNREADABLE = "ok", "missing", "unreadable"
 
@@ -15,16 +13,11 @@ STATUS_OK, STATUS_MISSING, STATUS_UNREADABLE = "ok", "missing", "unreadable"
 def probe_image(data: bytes) -> tuple[int, int]:
     """(width, height) of an encoded image, decoding it fully so truncation is caught.
 
-    JPEG draft mode decodes at 1/8 scale: every entropy-coded byte is still read (so a truncated
-    file fails) at a fraction of the cost of a full decode.
+    Decoding to a tiny size lets JPEG draft mode work at 1/8 scale: every entropy-coded byte
+    is still read (so a truncated file fails) at a fraction of the cost of a full decode.
     """
-    if not data:
-        raise ValueError("empty file (0 bytes)")
-    with Image.open(io.BytesIO(data)) as image:
-        width, height = image.size
-        image.draft("RGB", (max(1, width // 8), max(1, height // 8)))
-        image.load()
-    return width, height
+    decoded = decode_image(data, size=8)
+    return decoded.width, decoded.height
 
 
 def _check_batch(batch: dict[str, np.ndarray], storage_env: dict[str, str]) -> pa.Table:
