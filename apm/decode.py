@@ -65,14 +65,20 @@ def decode_image(data: bytes, size: int | None = None,
             image = _to_rgb(ImageOps.exif_transpose(image))
     except DecodeError:
         raise
+    except Image.UnidentifiedImageError as err:
+        raise DecodeError("UnidentifiedImageError: not a recognised image format") from err
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise DecodeError(f"{type(err).__name__}: {err}") from err
     if size:
-        w, h = image.size
-        scale = size / min(w, h)
-        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                             Image.Resampling.BILINEAR, reducing_gap=None)
+        image = resize_short_side(image, size)
     return Decoded(rgb=np.asarray(image, dtype=np.uint8), width=width, height=height)
+
+
+def resize_short_side(image: Image.Image, size: int) -> Image.Image:
+    """Bilinear resize so that the short side is ``size`` pixels (aspect ratio kept)."""
+    scale = size / min(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.Resampling.BILINEAR, reducing_gap=None)
 
 
 def center_crop(rgb: np.ndarray, size: int) -> np.ndarray:

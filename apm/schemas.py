@@ -107,9 +107,29 @@ BUCKET_RMSE_SCHEMA = pa.schema(
     ]
 )
 
+#: ImageNet classes of a teacher's softmax, and how many of the most likely it names.
+NUM_IMAGENET_CLASSES = 1000
+TEACHER_TOP_K = 5
+
+#: ``teacher_softmax`` output ``teacher.parquet``: an ImageNet teacher's softmax per photo.
+TEACHER_SCHEMA = pa.schema(
+    [
+        pa.field("uri", pa.string()),  # the photo; null only for a manifest row without one
+        pa.field("image_id", pa.int64()),  # from the manifest or a numeric file name; else null
+        pa.field("probs", pa.list_(pa.float32(), NUM_IMAGENET_CLASSES)),  # null when 'error'
+        pa.field("top5_ids", pa.list_(pa.int32(), TEACHER_TOP_K)),  # most likely first
+        pa.field("top5_names", pa.list_(pa.string())),
+        pa.field("top5_probs", pa.list_(pa.float32(), TEACHER_TOP_K)),
+        pa.field("status", pa.string(), nullable=False),  # 'ok' | 'error'
+        pa.field("error", pa.string()),  # why there is no softmax; null when 'ok'
+        pa.field("teacher", pa.string(), nullable=False),  # registry name, e.g. efficientnet_lite0
+    ]
+)
+
 ALL_SCHEMAS: dict[str, pa.Schema] = {
     "manifest.parquet": MANIFEST_SCHEMA,
     "truth.parquet": SYNTHETIC_TRUTH_SCHEMA,
     "per_image.parquet": PER_IMAGE_FIT_SCHEMA,
     "bucket_rmse.parquet": BUCKET_RMSE_SCHEMA,
+    "teacher.parquet": TEACHER_SCHEMA,
 }

@@ -90,9 +90,14 @@ def join(base: str, *parts: str) -> str:
 
 def _s3_filesystem() -> fsspec.AbstractFileSystem:
     endpoint = s3_endpoint()
+    # Credentials are passed explicitly (None falls back to boto's chain) so that a pickled
+    # filesystem, as Ray ships to its controller and workers, carries them along.
     # s3fs caches instances per argument set, so this is cheap after the first call.
     return fsspec.filesystem(
         "s3",
+        key=os.environ.get("AWS_ACCESS_KEY_ID"),
+        secret=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        token=os.environ.get("AWS_SESSION_TOKEN"),
         endpoint_url=endpoint,
         config_kwargs=_S3_CONFIG_KWARGS,
         # Stores other than AWS rarely support virtual-host addressing.

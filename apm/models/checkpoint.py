@@ -1,0 +1,106 @@
+"""APM checkpoints: the architecture as plain data next to the state dict.
+
+A checkpoint holds only tensors, strings and numbers, so ``torch.load(..., weights_only=True)``
+reads it and loading one never runs pickled code. It records the architecture
+(``APMConfig``), so a checkpoint can be rebuilt without being told what it is, and loading it as
+something else fails with both architectures named instead of a list of missing keys.
+Checkpoints are written and read through :mod:`apm.storage`, i.e. local paths or ``s3://`` URIs,
+or handled as bytes (e.g. for a Ray Train checkpoint).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, fields
+
+import torch
+from torch import Tensor
+
+from apm import storage
+from apm.models.apm import APM, APMConfig
+from apm.models.weights import WeightsMismatchError, load_exact
+
+#: Written into every checkpoint; a reader rejects anything else rather than guess.
+CHECKPOINT_FORMAT = "apm-checkpoint/1"
+
+#: The fields of ``APMConfig`` that shape the weights. ``dropout`` is not among them: it is a
+#: training setting, so a checkpoint may be loaded with another one.
+ARCHITECTURE_FIELDS = ("backbone", "head", "num_classes", "num_bins")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not hold the requested architecture."""
+
+
+def checkpoint_bytes(model: APM) -> bytes:
+    """The checkpoint of ``model`` as bytes."""
+    buffer = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(model.config),
+                "state_dict": model.state_dict()}, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(model: APM, uri: str) -> None:
+    """Write the checkpoint of ``model`` to a local path or ``s3://`` URI."""
+    storage.write_bytes(uri, checkpoint_bytes(model))
+
+
+def _describe_source(source: str | bytes) -> str:
+    return f"checkpoint of {len(source)} bytes" if isinstance(source, bytes) else f"checkpoint {source}"
+
+
+def read_checkpoint(source: str | bytes) -> tuple[APMConfig, dict[str, Tensor]]:
+    """The stored config and state dict of a checkpoint (a URI or its bytes)."""
+    what = _describe_source(source)
+    data = source if isinstance(source, bytes) else storage.read_bytes(source)
+    try:
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for foreign or damaged files
+        raise CheckpointError(f"{what} is not a readable APM checkpoint: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(f"{what} is not an APM checkpoint: "
+                              f"format {found!r}, expected {CHECKPOINT_FORMAT!r}")
+    known = {f.name for f in fields(APMConfig)}
+    stored = payload["config"]
+    if not stored.keys() <= known:
+        raise CheckpointError(f"{what} has config fields this version does not know: "
+                              f"{sorted(stored.keys() - known)}")
+    return APMConfig(**stored), payload["state_dict"]
+
+
+def check_architecture(stored: APMConfig, requested: APMConfig, what: str) -> None:
+    """CheckpointError naming both architectures when they differ in any ARCHITECTURE_FIELDS."""
+    if any(getattr(stored, name) != getattr(requested, name) for name in ARCHITECTURE_FIELDS):
+        raise CheckpointError(f"{what} holds an APM with backbone {stored.describe()}, "
+                              f"but backbone {requested.describe()} was requested")
+
+
+def _load_weights(model: APM, state_dict: dict[str, Tensor], what: str) -> None:
+    try:
+        load_exact(model, state_dict, what, f"APM {model.config.describe()}")
+    except WeightsMismatchError as err:
+        raise CheckpointError(str(err)) from err
+
+
+def load_state(model: APM, source: str | bytes) -> APM:
+    """Load a checkpoint into ``model``; its architecture must match ``model.config``."""
+    what = _describe_source(source)
+    stored, state_dict = read_checkpoint(source)
+    check_architecture(stored, model.config, what)
+    _load_weights(model, state_dict, what)
+    return model
+
+
+def load_checkpoint(source: str | bytes, expected: APMConfig | None = None) -> APM:
+    """The APM stored in a checkpoint (in training mode, like any new module).
+
+    With ``expected``, the checkpoint must hold that architecture (CheckpointError naming both
+    otherwise) and the model gets ``expected``'s dropout; without, the stored config is used.
+    """
+    what = _describe_source(source)
+    stored, state_dict = read_checkpoint(source)
+    if expected is not None:
+        check_architecture(stored, expected, what)
+    model = APM(expected or stored)
+    _load_weights(model, state_dict, what)
+    return model

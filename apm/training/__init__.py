@@ -1,0 +1,1 @@
+"""Training APM on Ray Train: data ingest, the per-worker loop, the trainer."""

@@ -1,0 +1,175 @@
+"""The per-worker training loop for distillation and fine-tuning (Ray Train, DDP).
+
+Each epoch ends with a checkpoint reported through ``ray.train.report``: rank 0 writes the
+optimiser state, the epoch/step counters and the metric history next to an APM checkpoint
+(``model.pt``, loadable by :func:`apm.models.load_checkpoint`). A restarted worker group, or a
+rerun of the same run name, continues from the latest one.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from apm.losses import distillation_kl, get_loss
+from apm.models import APMConfig, checkpoint_bytes, create_apm, input_normalisation
+
+TASKS = ("distill", "finetune")
+STATE_FILE, MODEL_FILE = "state.pt", "model.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run needs; stored with every checkpoint."""
+
+    task: str  # 'distill': semantic head learns the teacher; 'finetune': score distributions
+    backbone: str = "efficientnet_lite0"
+    init: str = "random"  # see apm.models.list_inits(): random, imagenet:PATH, teacher, checkpoint:URI
+    loss: str = "kl"  # fine-tuning loss (apm.losses): kl, cdloss, euclidean; mse_mean = baseline
+    semantic_weight: float = 0.0  # fine-tuning: weight of KL(teacher || semantic head)
+    temperature: float = 2.0  # distillation temperature
+    epochs: int = 5
+    batch_size: int = 32  # per worker
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    image_size: int = 224
+    num_workers: int = 2
+    use_gpu: bool = False
+    # CPUs reserved per worker; leave some of the cluster to Ray Data's decoding, or the
+    # pipeline that feeds the workers gets none and training waits forever.
+    cpus_per_worker: float = 1.0
+    fail_marker: str | None = None  # tests: rank 0 raises once at fail_at_step, then creates it
+    fail_at_step: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        APMConfig(backbone=self.backbone, head=self.head)
+        if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
+            raise ValueError("epochs, batch_size and num_workers must be at least 1")
+
+    @property
+    def head(self) -> str:
+        """The aesthetic head the loss trains: 'distribution', or 'mean' for mse_mean."""
+        return get_loss(self.loss).head
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.task == "distill" or self.semantic_weight > 0
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _semantic_loss(cfg: TrainConfig, output, batch) -> torch.Tensor:
+    # The stored teacher probabilities are at T = 1; as log-probabilities they act as logits,
+    # so the temperature softens teacher and student alike.
+    teacher_logits = batch["teacher"].clamp_min(1e-8).log()
+    return distillation_kl(output.semantic_logits.float(), teacher_logits, cfg.temperature,
+                           teacher_is_logits=True)
+
+
+def _loss(cfg: TrainConfig, output, batch) -> torch.Tensor:
+    if cfg.task == "distill":
+        return _semantic_loss(cfg, output, batch)
+    loss = get_loss(cfg.loss).on_output(output, batch["target"])
+    if cfg.semantic_weight > 0:
+        loss = loss + cfg.semantic_weight * _semantic_loss(cfg, output, batch)
+    return loss
+
+
+def _freeze_unused_head(cfg: TrainConfig, model) -> None:
+    """Freeze the head no loss term reaches: DDP refuses parameters that get no gradient, and
+    weight decay would otherwise shrink them for nothing."""
+    unused = (model.aesthetic_head if cfg.task == "distill"
+              else model.semantic_head if cfg.semantic_weight == 0 else None)
+    if unused is not None:
+        unused.requires_grad_(False)
+
+
+def _restore(model, optimizer) -> tuple[int, int, list[dict]]:
+    """Epoch to start from, global step, metric history: from the latest checkpoint, if any."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, 0, []
+    with checkpoint.as_directory() as folder:
+        state = torch.load(Path(folder) / STATE_FILE, weights_only=True, map_location="cpu")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state["epoch"] + 1, state["step"], list(state["history"])
+
+
+def _maybe_fail(cfg: TrainConfig, step: int, rank: int) -> None:
+    """Fault injection for tests: one crash of one worker at a chosen step."""
+    if cfg.fail_marker and rank == 0 and step == cfg.fail_at_step and not os.path.exists(cfg.fail_marker):
+        Path(cfg.fail_marker).touch()
+        raise RuntimeError(f"injected failure at step {step}")
+
+
+def train_loop_per_worker(config: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    cfg = TrainConfig(**config)
+    rank = ray.train.get_context().get_world_rank()
+    device = ray.train.torch.get_device()
+    core = create_apm(APMConfig(backbone=cfg.backbone, head=cfg.head), cfg.init)
+    _freeze_unused_head(cfg, core)
+    if device.type == "cuda":
+        core = core.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(core)  # moves ``core`` to the device, wraps it in DDP
+    trainable = [p for p in core.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # Restore after the move, so the optimiser state lands on the parameters' device.
+    start_epoch, step, history = _restore(core, optimizer)
+    mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1)
+                 for v in input_normalisation(cfg.backbone))
+    shard = ray.train.get_dataset_shard("train")
+
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        started, total, images = time.perf_counter(), 0.0, 0
+        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
+                                              drop_last=False):
+            x = (batch["image"].permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                output = model(x)
+            loss = _loss(cfg, output, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            total += float(loss.detach()) * len(x)
+            images += len(x)
+            _maybe_fail(cfg, step, rank)
+        seconds = time.perf_counter() - started
+        metrics = {"epoch": epoch, "step": step, "loss": total / max(images, 1),
+                   "images": images, "seconds": seconds, "images_per_s": images / seconds}
+        history.append(metrics)
+        _report(cfg, core, optimizer, epoch, step, history, rank)
+
+
+def _report(cfg, core, optimizer, epoch, step, history, rank) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if rank == 0:
+            torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
+                        "epoch": epoch, "step": step, "history": history,
+                        "config": asdict(cfg)}, Path(folder) / STATE_FILE)
+            (Path(folder) / MODEL_FILE).write_bytes(checkpoint_bytes(core))
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report(history[-1], checkpoint=checkpoint)

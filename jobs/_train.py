@@ -1,0 +1,83 @@
+"""The command line shared by jobs.distill and jobs.finetune."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from apm import storage
+from apm.losses import LOSSES
+from apm.models import list_backbones, list_inits
+from apm.runtime import init_ray
+from apm.training.data import training_rows
+from apm.training.loop import TrainConfig
+from apm.training.trainer import final_state, fit, model_uri
+from jobs import _cli
+
+
+def parser(description: str, epilog: str) -> argparse.ArgumentParser:
+    p = _cli.parser(description, epilog)
+    p.add_argument("--manifest", required=True, metavar="PATH|s3://...",
+                   help="manifest.parquet from jobs.prepare_ava (photos must have a uri)")
+    p.add_argument("--split", default="train", help="manifest split to train on (default train)")
+    p.add_argument("--teacher", metavar="PATH|s3://...",
+                   help="teacher.parquet from jobs.teacher_softmax (soft ImageNet targets)")
+    p.add_argument("--storage", required=True, metavar="DIR|s3://...",
+                   help="where checkpoints and metrics go (RUN NAME below it)")
+    p.add_argument("--name", required=True, help="run name; rerunning the same name resumes")
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=list_backbones())
+    p.add_argument("--init", default="teacher",
+                   help=f"initial weights: {', '.join(list_inits())} (default teacher)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=32, help="per worker (default 32)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--num-workers", type=int, default=2, help="Ray Train workers (default 2)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="CPUs each worker reserves; the rest decode images (default 1)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: one GPU per worker, NCCL, bf16 autocast")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="worker-group restarts from the last checkpoint (default 2)")
+    p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
+    _cli.add_ray_args(p)
+    return p
+
+
+def add_finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loss", default="kl", choices=sorted(LOSSES),
+                   help="kl, cdloss (r=2 CDF distance), euclidean; mse_mean trains the "
+                        "mean-regression baseline (one output)")
+    p.add_argument("--semantic-weight", type=float, default=0.0,
+                   help="weight of KL(teacher || semantic head), keeps semantics (needs --teacher)")
+
+
+def run(args: argparse.Namespace, task: str) -> int:
+    _cli.setup(args)
+    loss = getattr(args, "loss", "kl")
+    try:
+        cfg = TrainConfig(
+            task=task, backbone=args.backbone, init=args.init, loss=loss,
+            semantic_weight=getattr(args, "semantic_weight", 0.0), temperature=args.temperature,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            image_size=args.image_size, num_workers=args.num_workers,
+            cpus_per_worker=args.cpus_per_worker,
+            use_gpu=args.device == "cuda")
+        storage.check_input(args.manifest)
+        if args.teacher:
+            storage.check_input(args.teacher)
+        storage.check_output(args.storage)
+        init_ray(args.ray_address)
+        rows = training_rows(args.manifest, args.split, args.teacher if cfg.needs_teacher else None)
+    except (ValueError, storage.StorageError) as err:
+        _cli.fail(str(err))
+    started = time.perf_counter()
+    result = fit(cfg, rows, args.storage, args.name, max_failures=args.max_failures)
+    if result.error:
+        _cli.fail(f"training failed: {result.error}")
+    state = final_state(result)
+    for metrics in state["history"]:
+        print("epoch {epoch}: loss {loss:.4f}, {images} images, {images_per_s:.1f} images/s "
+              "(rank 0)".format(**metrics))
+    print(f"{task} done in {time.perf_counter() - started:.1f} s; {rows.num_rows} training images")
+    print(f"model: {model_uri(result, args.storage)}")
+    return 0

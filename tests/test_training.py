@@ -1,0 +1,87 @@
+"""Ray Train: a 2-worker CPU run, a crash that resumes from the checkpoint, a resumed rerun."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from apm import storage
+from apm.manifest import build_manifest
+from apm.models import load_checkpoint
+from apm.synthetic.dataset import SyntheticConfig, generate
+from apm.training.data import training_rows
+from apm.training.loop import TrainConfig
+from apm.training.trainer import final_state, fit, model_uri
+from jobs import finetune
+
+SMALL = {"backbone": "resnet18", "init": "random", "image_size": 32, "batch_size": 4,
+         "num_workers": 2, "epochs": 2, "lr": 1e-3, "cpus_per_worker": 0.5}
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory, ray_local):
+    root = tmp_path_factory.mktemp("train")
+    generate(SyntheticConfig(n=24, size=48, seed=3, test_fraction=0.25), str(root / "synthetic"))
+    summary = build_manifest(str(root / "synthetic"), str(root / "ava"),
+                             images=str(root / "synthetic" / "images"))
+    return summary.manifest_uri
+
+
+def with_teacher(rows: pa.Table) -> pa.Table:
+    probs = np.random.default_rng(0).dirichlet(np.ones(1000), rows.num_rows).astype(np.float32)
+    return rows.append_column("teacher", pa.FixedSizeListArray.from_arrays(
+        pa.array(probs.reshape(-1)), 1000))
+
+
+def test_finetune_two_workers_with_a_crash_resumes(manifest, tmp_path):
+    rows = training_rows(manifest, "train")
+    marker = tmp_path / "crashed"
+    cfg = TrainConfig(task="finetune", loss="cdloss", fail_marker=str(marker), fail_at_step=3,
+                      **SMALL)
+    result = fit(cfg, rows, str(tmp_path / "runs"), "crash", max_failures=1)
+    assert result.error is None and marker.exists()  # it crashed once, then recovered
+    state = final_state(result)
+    history = state["history"]
+    assert [m["epoch"] for m in history] == [0, 1]
+    per_epoch = history[0]["step"]
+    # Each worker gets an equal share, floor(rows / 2), so ceil(share / batch) steps per epoch,
+    # on every epoch, and the epoch replayed after the crash is not counted twice.
+    share = rows.num_rows // 2
+    assert per_epoch == -(-share // SMALL["batch_size"])
+    assert state["step"] == history[1]["step"] == 2 * per_epoch
+    model = load_checkpoint(model_uri(result, str(tmp_path / "runs")))
+    assert model.config.backbone == "resnet18" and model.config.head == "distribution"
+    with torch.no_grad():
+        dist = model.eval()(torch.rand(2, 3, 32, 32)).dist
+    assert torch.allclose(dist.sum(-1), torch.ones(2))
+
+
+def test_rerun_with_the_same_name_resumes(manifest, tmp_path):
+    rows = with_teacher(training_rows(manifest, "train"))
+    cfg = TrainConfig(task="distill", **{**SMALL, "epochs": 1})
+    first = final_state(fit(cfg, rows, str(tmp_path / "runs"), "resume"))
+    longer = TrainConfig(task="distill", **{**SMALL, "epochs": 2})
+    second = final_state(fit(longer, rows, str(tmp_path / "runs"), "resume"))
+    assert [m["epoch"] for m in second["history"]] == [0, 1]
+    assert second["history"][0] == first["history"][0]  # epoch 0 was not trained again
+    assert np.isfinite([m["loss"] for m in second["history"]]).all()
+
+
+def test_mean_baseline_through_the_job_and_s3(manifest, s3_bucket, capsys):
+    storage.write_bytes(f"{s3_bucket}/ava/manifest.parquet", open(manifest, "rb").read())
+    assert finetune.main([
+        "--manifest", f"{s3_bucket}/ava/manifest.parquet", "--storage", f"{s3_bucket}/runs",
+        "--name", "baseline", "--loss", "mse_mean", "--backbone", "resnet18", "--init", "random",
+        "--image-size", "32", "--batch-size", "4", "--epochs", "1",
+        "--cpus-per-worker", "0.5"]) == 0
+    out = capsys.readouterr().out
+    uri = out.split("model: ")[1].strip()
+    assert uri.startswith(f"{s3_bucket}/runs/baseline/")
+    assert load_checkpoint(uri).config.head == "mean"
+
+
+def test_distill_without_teacher_is_a_clear_error(manifest, tmp_path):
+    rows = training_rows(manifest, "train")
+    with pytest.raises(ValueError, match="needs teacher probabilities"):
+        fit(TrainConfig(task="distill", **SMALL), rows, str(tmp_path), "x")
