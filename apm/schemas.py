@@ -126,10 +126,28 @@ TEACHER_SCHEMA = pa.schema(
     ]
 )
 
+#: ``evaluate`` output ``metrics.parquet``: one row per evaluated model (variant) and category.
+EVALUATION_SCHEMA = pa.schema(
+    [
+        pa.field("variant", pa.string(), nullable=False),  # name of the evaluated model
+        pa.field("model_uri", pa.string(), nullable=False),  # its checkpoint
+        pa.field("category", pa.string(), nullable=False),  # 'overall' or a semantic category
+        pa.field("n_images", pa.int64(), nullable=False),  # photos scored
+        pa.field("kldiv", pa.float64()),  # null for the mean-regression head (no distribution)
+        pa.field("cdloss", pa.float64()),
+        pa.field("mse", pa.float64()),  # of the mean score; null when no photo was scored
+        pa.field("spearman", pa.float64()),  # NaN where undefined (e.g. one image)
+        pa.field("pearson", pa.float64()),
+        pa.field("accuracy", pa.float64()),  # high (mean >= 5) vs low
+        pa.field("n_errors", pa.int64(), nullable=False),  # photos that could not be scored
+    ]
+)
+
 ALL_SCHEMAS: dict[str, pa.Schema] = {
     "manifest.parquet": MANIFEST_SCHEMA,
     "truth.parquet": SYNTHETIC_TRUTH_SCHEMA,
     "per_image.parquet": PER_IMAGE_FIT_SCHEMA,
     "bucket_rmse.parquet": BUCKET_RMSE_SCHEMA,
     "teacher.parquet": TEACHER_SCHEMA,
+    "metrics.parquet": EVALUATION_SCHEMA,
 }

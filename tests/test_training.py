@@ -45,10 +45,9 @@ def test_finetune_two_workers_with_a_crash_resumes(manifest, tmp_path):
     history = state["history"]
     assert [m["epoch"] for m in history] == [0, 1]
     per_epoch = history[0]["step"]
-    # Each worker gets an equal share, floor(rows / 2), so ceil(share / batch) steps per epoch,
-    # on every epoch, and the epoch replayed after the crash is not counted twice.
-    share = rows.num_rows // 2
-    assert per_epoch == -(-share // SMALL["batch_size"])
+    # Each worker gets an equal share, floor(rows / 2), so floor(share / batch) full batches per
+    # epoch, on every epoch, and the epoch replayed after the crash is not counted twice.
+    assert per_epoch == rows.num_rows // 2 // SMALL["batch_size"]
     assert state["step"] == history[1]["step"] == 2 * per_epoch
     model = load_checkpoint(model_uri(result, str(tmp_path / "runs")))
     assert model.config.backbone == "resnet18" and model.config.head == "distribution"

@@ -139,8 +139,9 @@ def train_loop_per_worker(config: dict) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         started, total, images = time.perf_counter(), 0.0, 0
+        # drop_last: a last batch of one photo would break batch norm in training mode.
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
-                                              drop_last=False):
+                                              drop_last=True):
             x = (batch["image"].permute(0, 3, 1, 2).float() / 255.0 - mean) / std
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -22,7 +22,9 @@ def run_config(name: str, storage_uri: str, max_failures: int):
     storage.makedirs(storage_uri)
     return RunConfig(name=name, storage_path=path, storage_filesystem=fs,
                      failure_config=FailureConfig(max_failures=max_failures),
-                     checkpoint_config=CheckpointConfig(num_to_keep=2))
+                     checkpoint_config=CheckpointConfig(num_to_keep=2),
+                     # Workers read photos and initial weights through apm.storage too.
+                     worker_runtime_env={"env_vars": storage.ray_env_vars()})
 
 
 def fit(cfg: TrainConfig, rows: pa.Table, storage_uri: str, name: str, max_failures: int = 2):

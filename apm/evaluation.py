@@ -1,0 +1,396 @@
+"""Evaluating APM checkpoints on a manifest split: predictions, the paper's metrics, report, plots.
+
+The predictor is separate from the evaluation so that bulk scoring reuses it:
+:class:`APMPredictor` is a Ray Data callable class (each actor loads a checkpoint once) and
+:func:`prediction_table` runs it over any (uri, error) table. Photos are decoded exactly as for
+the teacher (:func:`apm.teacher_inference.decode_batch`: short side ``image_size * 8/7``, centre
+crop), and a photo that cannot be read becomes an error row; it never stops the job.
+
+:func:`run_evaluation` scores the test split with each model, computes
+:func:`apm.metrics.evaluate` overall and per semantic category, and writes under ``OUT``:
+``metrics.parquet`` (``EVALUATION_SCHEMA``), ``metrics.md``, ``predictions.parquet`` and the
+plots ``scatter.png`` and ``calibration.png``.
+"""
+from __future__ import annotations
+
+import logging
+import posixpath
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from matplotlib.figure import Figure
+
+from apm import storage
+from apm.fit_report import _png, votes_from_manifest
+from apm.metrics import OVERALL, evaluate, mean_scores
+from apm.models import input_normalisation, load_checkpoint, read_checkpoint, std_score
+from apm.schemas import EVALUATION_SCHEMA, NUM_BINS
+from apm.teacher import DEVICES, ImageTransform
+from apm.teacher_inference import NO_ERROR, STATUS_ERROR, STATUS_OK, decode_batch
+from apm.training.data import IngestConfig
+
+log = logging.getLogger(__name__)
+
+#: The category of images whose manifest row has no tag (and no ``--truth`` category).
+UNKNOWN = "unknown"
+
+#: Bins of predicted std in the calibration plot (equal-count bins).
+CALIBRATION_BINS = 8
+
+DIST_TYPE = pa.list_(pa.float32(), NUM_BINS)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """How a checkpoint scores photos; shared by evaluation and bulk scoring."""
+
+    model: str  # checkpoint path or s3:// URI
+    image_size: int = 224  # the crop the model was trained on
+    device: str = "cpu"
+    batch_size: int = 32
+    concurrency: int = 1  # predictor actors (one GPU each on 'cuda')
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if min(self.image_size, self.batch_size, self.concurrency) < 1:
+            raise ValueError("image size, batch size and concurrency must be at least 1")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What ``evaluate`` runs; invalid values raise ValueError before any work."""
+
+    manifest: str
+    models: tuple[str, ...]
+    out: str
+    variants: tuple[str, ...] = ()  # one name per model; default: the checkpoint file names
+    split: str = "test"
+    truth: str | None = None  # synthetic truth.parquet: categories from its `category`
+    image_size: int = 224
+    device: str = "cpu"
+    batch_size: int = 32
+    concurrency: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("give at least one model checkpoint")
+        if self.variants and len(self.variants) != len(self.models):
+            raise ValueError(f"{len(self.models)} models but {len(self.variants)} variant names")
+        names = self.variant_names
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be distinct, got {list(names)}; use --variant")
+        for model in self.models:
+            self.predict_config(model)  # validates device and sizes
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return self.variants or tuple(posixpath.splitext(posixpath.basename(m.rstrip("/")))[0]
+                                      for m in self.models)
+
+    def predict_config(self, model: str) -> PredictConfig:
+        return PredictConfig(model, self.image_size, self.device, self.batch_size, self.concurrency)
+
+    def out_uri(self, name: str) -> str:
+        return storage.join(storage.normalize(self.out), name)
+
+
+# --- prediction -----------------------------------------------------------------------------
+
+def image_transform(backbone: str, image_size: int) -> ImageTransform:
+    """The evaluation crop of training (:class:`IngestConfig` without augmentation)."""
+    norm = input_normalisation(backbone)
+    return ImageTransform(resize_size=IngestConfig(image_size=image_size, augment=False).resize,
+                          crop_size=image_size, mean=norm.mean, std=norm.std)
+
+
+class APMPredictor:
+    """Ray Data callable class: each actor loads the checkpoint once and scores batches of crops.
+
+    Returns per row the predicted mean, and for the distribution head the distribution and its
+    std (NaN for the mean head, which predicts no distribution).
+    """
+
+    def __init__(self, model: str, image_size: int, device: str, storage_env: dict[str, str]) -> None:
+        storage.apply_env(storage_env)  # the checkpoint may be on S3
+        self.device = torch.device(device)
+        self.model = load_checkpoint(model).eval().to(self.device)
+        self.transform = image_transform(self.model.config.backbone, image_size)
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = batch["error"] == NO_ERROR
+        n = len(ok)
+        mean = np.full(n, np.nan, np.float64)
+        std = np.full(n, np.nan, np.float64)
+        dist = np.full((n, NUM_BINS), np.nan, np.float32)
+        if ok.any():
+            crops = torch.from_numpy(np.ascontiguousarray(batch["crop"][ok])).to(self.device)
+            output = self.model(self.transform.normalize(crops))
+            if output.dist is None:
+                mean[ok] = output.mean.float().cpu().numpy()
+            else:
+                dist[ok] = output.dist.float().cpu().numpy()
+                # The mean of the stored float32 distribution, exactly what the metrics see.
+                mean[ok] = mean_scores(dist[ok].astype(np.float64))
+                std[ok] = std_score(output.dist.float()).cpu().numpy()
+        return {"row": batch["row"], "error": batch["error"], "mean": mean, "std": std, "dist": dist}
+
+
+def _predict_batches(inputs: pa.Table, rows: np.ndarray, config: PredictConfig
+                     ) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of (row, error, mean, std, dist) for ``inputs[rows]``, as Ray Data completes them."""
+    import ray
+
+    env = storage.ray_env_vars()
+    backbone = read_checkpoint(config.model)[0].backbone
+    uris = inputs.column("uri").take(pa.array(rows, pa.int64())).to_pylist()
+    dataset = (
+        ray.data.from_items([{"row": int(r), "uri": u} for r, u in zip(rows, uris)])
+        .map_batches(decode_batch, batch_size=config.batch_size, batch_format="numpy",
+                     fn_kwargs={"transform": image_transform(backbone, config.image_size),
+                                "storage_env": env},
+                     udf_modifying_row_count=False)
+        .map_batches(APMPredictor, batch_size=config.batch_size, batch_format="numpy",
+                     fn_constructor_kwargs={"model": config.model, "image_size": config.image_size,
+                                            "device": config.device, "storage_env": env},
+                     compute=ray.data.ActorPoolStrategy(size=config.concurrency),
+                     num_gpus=1 if config.device == "cuda" else None,
+                     udf_modifying_row_count=False)
+    )
+    yield from dataset.iter_batches(batch_size=1024, batch_format="numpy")
+
+
+def prediction_table(inputs: pa.Table, config: PredictConfig) -> pa.Table:
+    """Predictions for every row of ``inputs`` (columns ``uri`` and ``error``), in input order.
+
+    Columns: ``pred_mean``, ``pred_std``, ``pred_dist`` (null for the mean head and for
+    errors), ``status`` (ok | error) and ``error``. Rows whose ``error`` is already set are
+    not read. Ray must be up.
+    """
+    n = inputs.num_rows
+    errors: list[str | None] = inputs.column("error").to_pylist()
+    mean, std = np.full(n, np.nan), np.full(n, np.nan)
+    dist = np.full((n, NUM_BINS), np.nan, np.float32)
+    todo = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
+    if len(todo):
+        for batch in _predict_batches(inputs, todo, config):
+            rows = batch["row"].astype(np.int64)
+            mean[rows], std[rows], dist[rows] = batch["mean"], batch["std"], batch["dist"]
+            for row, error in zip(rows, batch["error"]):
+                errors[row] = error or None
+    ok = np.array([e is None for e in errors], dtype=bool)
+    has_dist = ok & np.isfinite(dist).all(axis=1)
+    flat = pa.array(np.nan_to_num(dist).ravel(), pa.float32())
+    return pa.table({
+        "pred_mean": pa.array(mean, pa.float64(), mask=~ok),
+        "pred_std": pa.array(std, pa.float64(), mask=~has_dist),
+        "pred_dist": pa.FixedSizeListArray.from_arrays(flat, type=DIST_TYPE, mask=pa.array(~has_dist)),
+        "status": pa.array([STATUS_OK if v else STATUS_ERROR for v in ok], pa.string()),
+        "error": pa.array(errors, pa.string()),
+    })
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+def evaluation_inputs(manifest_uri: str, split: str | None, truth_uri: str | None = None) -> pa.Table:
+    """One row per manifest row of ``split``: image_id, uri, votes, true mean/std, category, error.
+
+    The category is the synthetic truth's ``category`` (joined on image_id) with ``truth_uri``,
+    else the manifest's ``tag1_name``; ``unknown`` where there is none. ``error`` is set where
+    the photo is known to be unusable (no uri, ``image_status`` not ok): such rows are counted
+    as errors, not read.
+    """
+    table = storage.read_table(manifest_uri)
+    if split:
+        table = table.filter(pc.equal(table["split"], split))
+    if table.num_rows == 0:
+        raise ValueError(f"{manifest_uri}: no rows for split {split!r}")
+    image_id, votes = votes_from_manifest(table)
+    if truth_uri:
+        truth = storage.read_table(truth_uri, columns=["image_id", "category"])
+        position = pc.index_in(pa.array(image_id), value_set=truth["image_id"])
+        category = pc.take(truth["category"], position)
+    else:
+        category = table["tag1_name"]
+    errors = []
+    for uri, status, why in zip(table["uri"].to_pylist(), table["image_status"].to_pylist(),
+                                table["image_error"].to_pylist()):
+        if uri is None:
+            errors.append("the manifest has no uri for this row")
+        elif status not in (None, STATUS_OK):
+            errors.append(f"manifest image_status {status!r}" + (f": {why}" if why else ""))
+        else:
+            errors.append(None)
+    return pa.table({
+        "image_id": pa.array(image_id, pa.int64()),
+        "uri": table["uri"].cast(pa.string()),
+        "votes": pa.FixedSizeListArray.from_arrays(pa.array(votes.ravel(), pa.int64()), NUM_BINS),
+        "true_mean": table["mean"].cast(pa.float64()),
+        "true_std": table["std"].cast(pa.float64()),
+        "category": pc.fill_null(category, UNKNOWN),
+        "error": pa.array(errors, pa.string()),
+    })
+
+
+# --- metrics --------------------------------------------------------------------------------
+
+def metric_rows(variant: str, model_uri: str, predictions: pa.Table) -> list[dict]:
+    """Rows of ``EVALUATION_SCHEMA`` for one variant's predictions (overall, then per category).
+
+    Metrics use the scored photos; ``n_errors`` counts the photos of the row that could not be
+    scored. A category whose every photo failed still gets a row, with null metrics.
+    """
+    ok = np.asarray(pc.equal(predictions["status"], STATUS_OK))
+    category = np.array(predictions["category"].to_pylist(), dtype=object)
+    if not ok.any():
+        raise ValueError(f"{variant}: no photo could be scored")
+    votes = np.stack(predictions["votes"].to_numpy(zero_copy_only=False)[ok])
+    has_dist = predictions["pred_dist"].null_count < predictions.num_rows
+    if has_dist:
+        pred = {"pred_dist": np.stack(predictions["pred_dist"].to_numpy(zero_copy_only=False)[ok])}
+    else:
+        pred = {"pred_mean": predictions["pred_mean"].to_numpy()[ok]}
+    scored = {row["category"]: row for row in evaluate(votes, categories=category[ok], **pred)}
+    rows = []
+    for name in [OVERALL, *sorted(set(category))]:
+        errors = int(np.sum(~ok if name == OVERALL else ~ok & (category == name)))
+        metrics = scored.get(name) or {"category": name, "n_images": 0}
+        rows.append({**{f.name: None for f in EVALUATION_SCHEMA}, **metrics,
+                     "variant": variant, "model_uri": model_uri, "n_errors": errors})
+    return rows
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
+METRIC_HEADERS = {"kldiv": "KLDIV", "cdloss": "CDLoss", "mse": "MSE", "spearman": "Spearman ρ",
+                  "pearson": "Pearson r", "accuracy": "accuracy (≥5)"}
+
+
+def _markdown_table(first: str, rows: list[dict]) -> list[str]:
+    header = [first, "images", *METRIC_HEADERS.values(), "errors"]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row[first], str(row["n_images"]), *(_fmt(row[k]) for k in METRIC_HEADERS),
+                 str(row["n_errors"])]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def metrics_markdown(metrics: pa.Table, source: str) -> str:
+    """The paper-style table (one row per variant, overall), then one table per category."""
+    rows = metrics.to_pylist()
+    lines = [f"# Evaluation on {source}", "",
+             "KLDIV and CDLoss need a predicted distribution (— for the mean-regression head); "
+             "accuracy is high (mean ≥ 5) vs low. NaN: undefined, e.g. a correlation over one image.",
+             "", "## Overall", "", *_markdown_table("variant", [r for r in rows if r["category"] == OVERALL])]
+    for category in sorted({r["category"] for r in rows} - {OVERALL}):
+        lines += ["", f"## {category}", "",
+                  *_markdown_table("variant", [r for r in rows if r["category"] == category])]
+    return "\n".join(lines) + "\n"
+
+
+# --- plots ----------------------------------------------------------------------------------
+
+def _variants(predictions: pa.Table) -> list[tuple[str, pa.Table]]:
+    ok = predictions.filter(pc.equal(predictions["status"], STATUS_OK))
+    return [(name, ok.filter(pc.equal(ok["variant"], name)))
+            for name in dict.fromkeys(predictions["variant"].to_pylist())]
+
+
+def plot_scatter(predictions: pa.Table) -> bytes:
+    """Predicted vs true mean score, one panel per variant, with the diagonal."""
+    variants = _variants(predictions)
+    fig = Figure(figsize=(4 * len(variants), 4))
+    for i, (name, table) in enumerate(variants):
+        ax = fig.add_subplot(1, len(variants), i + 1)
+        ax.scatter(table["true_mean"].to_numpy(), table["pred_mean"].to_numpy(), s=6, alpha=0.5)
+        ax.plot([1, 10], [1, 10], color="grey", lw=1)
+        ax.set(title=name, xlabel="true mean score", ylabel="predicted mean score",
+               xlim=(1, 10), ylim=(1, 10))
+    return _png(fig)
+
+
+def plot_calibration(predictions: pa.Table) -> bytes:
+    """Is the predicted std informative? Per equal-count bin of predicted std: the mean
+    |error| of the predicted mean and the mean true std of the votes (distribution heads)."""
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    for name, table in _variants(predictions):
+        if table["pred_std"].null_count == table.num_rows:
+            continue  # the mean head predicts no std
+        std = table["pred_std"].to_numpy()
+        err = np.abs(table["pred_mean"].to_numpy() - table["true_mean"].to_numpy())
+        true_std = table["true_std"].to_numpy()
+        bins = np.array_split(np.argsort(std), min(CALIBRATION_BINS, len(std)))
+        x = [std[b].mean() for b in bins]
+        ax.plot(x, [err[b].mean() for b in bins], "o-", label=f"{name}: |error| of mean")
+        ax.plot(x, [true_std[b].mean() for b in bins], "s--", label=f"{name}: true std")
+    ax.axline((0, 0), slope=1, color="grey", lw=1)
+    ax.set(xlabel="predicted std (binned)", ylabel="observed", title="calibration of predicted std")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    return _png(fig)
+
+
+# --- the stage ------------------------------------------------------------------------------
+
+@dataclass
+class EvaluationSummary:
+    metrics: pa.Table
+    outputs: dict[str, str]  # name -> URI
+    seconds: float
+
+    def lines(self) -> list[str]:
+        out = []
+        for row in self.metrics.filter(pc.equal(self.metrics["category"], OVERALL)).to_pylist():
+            out.append(f"{row['variant']}: {row['n_images']} images, {row['n_errors']} errors, "
+                       f"MSE {_fmt(row['mse'])}, Spearman {_fmt(row['spearman'])}, "
+                       f"KLDIV {_fmt(row['kldiv'])}")
+        out += [f"{name}: {uri}" for name, uri in self.outputs.items()]
+        return [*out, f"time: {self.seconds:.1f} s"]
+
+
+def run_evaluation(config: EvaluationConfig) -> EvaluationSummary:
+    """Score the split with every model and write the metrics, report, predictions and plots."""
+    start = time.perf_counter()
+    inputs = evaluation_inputs(config.manifest, config.split, config.truth)
+    log.info("%d %s photos, %d known bad", inputs.num_rows, config.split,
+             inputs.num_rows - pc.sum(pc.is_null(inputs["error"])).as_py())
+    parts, rows = [], []
+    for variant, model in zip(config.variant_names, config.models):
+        scored = prediction_table(inputs, config.predict_config(model))
+        part = inputs.drop_columns(["error"])
+        for name in scored.column_names:
+            part = part.append_column(name, scored[name])
+        n = part.num_rows
+        part = part.add_column(0, "model_uri", pa.array([model] * n, pa.string()))
+        part = part.add_column(0, "variant", pa.array([variant] * n, pa.string()))
+        rows += metric_rows(variant, model, part)
+        parts.append(part)
+    predictions = pa.concat_tables(parts)
+    metrics = pa.Table.from_pylist(rows, schema=EVALUATION_SCHEMA)
+    outputs = {
+        "metrics.parquet": metrics,
+        "metrics.md": metrics_markdown(metrics, f"{config.manifest} (split {config.split})"),
+        "predictions.parquet": predictions.drop_columns(["votes"]),
+        "scatter.png": plot_scatter(predictions),
+        "calibration.png": plot_calibration(predictions),
+    }
+    uris = {}
+    for name, content in outputs.items():
+        uris[name] = config.out_uri(name)
+        if isinstance(content, pa.Table):
+            storage.write_table(content, uris[name])
+        elif isinstance(content, str):
+            storage.write_text(uris[name], content)
+        else:
+            storage.write_bytes(uris[name], content)
+    return EvaluationSummary(metrics, uris, time.perf_counter() - start)

@@ -1,0 +1,82 @@
+"""python -m jobs.evaluate: the paper's metrics for APM checkpoints on a manifest's test split.
+
+The predictor, metrics, report and plots are :mod:`apm.evaluation`; this module is the command line.
+"""
+from __future__ import annotations
+
+from apm import storage
+from apm.evaluation import EvaluationConfig, run_evaluation
+from apm.models import read_checkpoint
+from apm.runtime import init_ray
+from apm.teacher import DEVICES
+from jobs import _cli
+
+EPILOG = """\
+Each --model is an APM checkpoint (from jobs.distill / jobs.finetune); --variant names them in
+the same order (default: the checkpoint file names). Every photo of the split is resized (short
+side image_size * 8/7), centre-cropped to --image-size and scored by --concurrency actors that
+load the checkpoint once. A photo that cannot be read is counted in n_errors, never fatal.
+
+Metrics (apm.metrics): KLDIV, CDLoss (null for the mean-regression head), MSE of the mean score,
+Spearman rho, Pearson r, accuracy of high (mean >= 5) vs low; overall and per semantic category
+(the manifest's tag1_name, 'unknown' without one; with --truth, the synthetic truth's category).
+
+outputs under --out:
+  metrics.parquet      one row per variant and category (EVALUATION_SCHEMA in apm/schemas.py)
+  metrics.md           the paper-style table, then one table per category
+  predictions.parquet  per variant and photo: true and predicted mean / std, predicted
+                       distribution (null for the mean head), status and error
+  scatter.png          predicted vs true mean per variant
+  calibration.png      binned predicted std vs the |error| of the mean and the true std
+
+example:
+  python -m jobs.evaluate --manifest work/ava/manifest.parquet --truth work/synthetic/truth.parquet \\
+      --model runs/apm/model.pt --model runs/baseline/model.pt --variant APM --variant mean \\
+      --out work/eval
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _cli.parser("Evaluate APM checkpoints on a manifest split.", EPILOG)
+    p.add_argument("--manifest", required=True, metavar="PATH|s3://...", help="prepare_ava's manifest")
+    p.add_argument("--split", default="test", help="manifest split to evaluate (default test)")
+    p.add_argument("--model", required=True, action="append", metavar="CKPT",
+                   help="an APM checkpoint; repeat to compare models")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME",
+                   help="a name per --model, in order (default: checkpoint file names)")
+    p.add_argument("--truth", metavar="PATH|s3://...",
+                   help="synthetic truth.parquet: per-category metrics by its category column")
+    p.add_argument("--out", required=True, metavar="OUT", help="output folder or prefix")
+    p.add_argument("--image-size", type=int, default=224,
+                   help="the crop the models were trained on (default 224)")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where the models run")
+    p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
+    p.add_argument("--concurrency", type=int, default=1,
+                   help="predictor actors per model, each loading the checkpoint once (default 1)")
+    _cli.add_ray_args(p)
+    args = p.parse_args(argv)
+    _cli.setup(args)
+    try:
+        config = EvaluationConfig(
+            manifest=args.manifest, models=tuple(args.model), out=args.out,
+            variants=tuple(args.variant), split=args.split, truth=args.truth,
+            image_size=args.image_size, device=args.device, batch_size=args.batch_size,
+            concurrency=args.concurrency)
+        for uri in [args.manifest, *args.model, *([args.truth] if args.truth else [])]:
+            storage.check_input(uri)
+        storage.check_output(args.out)
+        for model in args.model:  # a bad checkpoint stops the job here with one line, not in actors
+            read_checkpoint(model)
+    except (ValueError, storage.StorageError) as err:  # CheckpointError is a ValueError
+        _cli.fail(str(err))
+    init_ray(args.ray_address)
+    try:
+        summary = run_evaluation(config)
+    except (ValueError, storage.StorageError) as err:  # e.g. an empty split, no photo scored
+        _cli.fail(str(err))
+    print("\n".join(summary.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
