@@ -26,7 +26,7 @@ import torch
 from matplotlib.figure import Figure
 
 from apm import storage
-from apm.fit_report import _png, votes_from_manifest
+from apm.fit_report import png_bytes, votes_from_manifest
 from apm.metrics import OVERALL, evaluate, mean_scores
 from apm.models import input_normalisation, load_checkpoint, read_checkpoint, std_score
 from apm.schemas import EVALUATION_SCHEMA, NUM_BINS
@@ -315,7 +315,7 @@ def plot_scatter(predictions: pa.Table) -> bytes:
         ax.plot([1, 10], [1, 10], color="grey", lw=1)
         ax.set(title=name, xlabel="true mean score", ylabel="predicted mean score",
                xlim=(1, 10), ylim=(1, 10))
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_calibration(predictions: pa.Table) -> bytes:
@@ -337,7 +337,7 @@ def plot_calibration(predictions: pa.Table) -> bytes:
     ax.set(xlabel="predicted std (binned)", ylabel="observed", title="calibration of predicted std")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 # --- the stage ------------------------------------------------------------------------------

@@ -253,7 +253,7 @@ def render_report(bucket: pa.Table, fit: FitResult, timing: Timing, source: str)
 
 # --- plots ---------------------------------------------------------------------------------
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     """Render with the Agg canvas (no display, no pyplot global state) to PNG bytes."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -276,7 +276,7 @@ def plot_rmse_by_bucket(bucket: pa.Table) -> bytes:
     ax.set_title("Fit error by mean-score bucket")
     ax.grid(alpha=0.3)
     ax.legend()
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def example_rows(mean: np.ndarray) -> list[int]:
@@ -301,7 +301,7 @@ def plot_example_fits(image_id: np.ndarray, votes: np.ndarray, fit: FitResult) -
         ax.legend(fontsize=7)
     np.atleast_1d(axes)[0].set_ylabel("share of votes")
     fig.suptitle(f"Example fits ({fit.method})")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def plot_std_vs_mean(fit: FitResult) -> bytes:
@@ -323,7 +323,7 @@ def plot_std_vs_mean(fit: FitResult) -> bytes:
     ax.set_ylabel("std of the votes")
     ax.set_title("Spread of the votes against their mean")
     ax.legend(loc="upper right")
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def build_outputs(image_id: np.ndarray, votes: np.ndarray, fit: FitResult, timing: Timing,
