@@ -31,7 +31,7 @@ from apm.metrics import OVERALL, evaluate, mean_scores
 from apm.models import input_normalisation, load_checkpoint, read_checkpoint, std_score
 from apm.schemas import EVALUATION_SCHEMA, NUM_BINS
 from apm.teacher import DEVICES, ImageTransform
-from apm.teacher_inference import NO_ERROR, STATUS_ERROR, STATUS_OK, decode_batch
+from apm.teacher_inference import NO_ERROR, STATUS_ERROR, STATUS_OK, predict_rows
 from apm.training.data import IngestConfig
 
 log = logging.getLogger(__name__)
@@ -145,25 +145,11 @@ class APMPredictor:
 def _predict_batches(inputs: pa.Table, rows: np.ndarray, config: PredictConfig
                      ) -> Iterator[dict[str, np.ndarray]]:
     """Batches of (row, error, mean, std, dist) for ``inputs[rows]``, as Ray Data completes them."""
-    import ray
-
-    env = storage.ray_env_vars()
     backbone = read_checkpoint(config.model)[0].backbone
-    uris = inputs.column("uri").take(pa.array(rows, pa.int64())).to_pylist()
-    dataset = (
-        ray.data.from_items([{"row": int(r), "uri": u} for r, u in zip(rows, uris)])
-        .map_batches(decode_batch, batch_size=config.batch_size, batch_format="numpy",
-                     fn_kwargs={"transform": image_transform(backbone, config.image_size),
-                                "storage_env": env},
-                     udf_modifying_row_count=False)
-        .map_batches(APMPredictor, batch_size=config.batch_size, batch_format="numpy",
-                     fn_constructor_kwargs={"model": config.model, "image_size": config.image_size,
-                                            "device": config.device, "storage_env": env},
-                     compute=ray.data.ActorPoolStrategy(size=config.concurrency),
-                     num_gpus=1 if config.device == "cuda" else None,
-                     udf_modifying_row_count=False)
-    )
-    yield from dataset.iter_batches(batch_size=1024, batch_format="numpy")
+    return predict_rows(inputs, rows, image_transform(backbone, config.image_size), APMPredictor,
+                        {"model": config.model, "image_size": config.image_size},
+                        batch_size=config.batch_size, concurrency=config.concurrency,
+                        device=config.device)
 
 
 def prediction_table(inputs: pa.Table, config: PredictConfig) -> pa.Table:

@@ -218,29 +218,44 @@ def _record(summary: TeacherSummary, table: pa.Table) -> None:
     summary.errors.update(e for e in table.column("error").to_pylist() if e is not None)
 
 
-def _score(inputs: pa.Table, rows: np.ndarray, config: TeacherJobConfig
-           ) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of (row, error, probs) for ``inputs[rows]``, as Ray Data completes them."""
+def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
+                 predictor: type, predictor_kwargs: dict, *, batch_size: int, concurrency: int,
+                 device: str, out_batch_size: int = ROWS_PER_GROUP
+                 ) -> Iterator[dict[str, np.ndarray]]:
+    """Decode ``inputs[rows]`` in Ray Data tasks, then run ``predictor`` in an actor pool.
+
+    ``predictor`` is a callable class built once per actor with ``predictor_kwargs`` (plus the
+    storage settings) and called on decoded batches; its output batches stream back as Ray Data
+    completes them. One GPU per actor on 'cuda'.
+    """
     import ray
 
     if not len(rows):
         return
     env = storage.ray_env_vars()
-    uris = inputs.column("uri").take(pa.array(rows)).to_pylist()
+    uris = inputs.column("uri").take(pa.array(rows, pa.int64())).to_pylist()
     dataset = (
         ray.data.from_items([{"row": int(r), "uri": u} for r, u in zip(rows, uris)])
-        .map_batches(decode_batch, batch_size=config.batch_size, batch_format="numpy",
-                     fn_kwargs={"transform": teacher_spec(config.teacher).transform,
-                                "storage_env": env},
+        .map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
+                     fn_kwargs={"transform": transform, "storage_env": env},
                      udf_modifying_row_count=False)
-        .map_batches(TeacherPredictor, batch_size=config.batch_size, batch_format="numpy",
-                     fn_constructor_kwargs={"teacher": config.teacher, "weights": config.weights,
-                                            "device": config.device, "storage_env": env},
-                     compute=ray.data.ActorPoolStrategy(size=config.concurrency),
-                     num_gpus=1 if config.device == "cuda" else None,
+        .map_batches(predictor, batch_size=batch_size, batch_format="numpy",
+                     fn_constructor_kwargs={**predictor_kwargs, "device": device,
+                                            "storage_env": env},
+                     compute=ray.data.ActorPoolStrategy(size=concurrency),
+                     num_gpus=1 if device == "cuda" else None,
                      udf_modifying_row_count=False)
     )
-    yield from dataset.iter_batches(batch_size=ROWS_PER_GROUP, batch_format="numpy")
+    yield from dataset.iter_batches(batch_size=out_batch_size, batch_format="numpy")
+
+
+def _score(inputs: pa.Table, rows: np.ndarray, config: TeacherJobConfig
+           ) -> Iterator[dict[str, np.ndarray]]:
+    """Batches of (row, error, probs) for ``inputs[rows]``, as Ray Data completes them."""
+    return predict_rows(inputs, rows, teacher_spec(config.teacher).transform, TeacherPredictor,
+                        {"teacher": config.teacher, "weights": config.weights},
+                        batch_size=config.batch_size, concurrency=config.concurrency,
+                        device=config.device)
 
 
 def run_teacher(config: TeacherJobConfig) -> TeacherSummary:
