@@ -31,7 +31,7 @@ from apm.metrics import OVERALL, evaluate, mean_scores
 from apm.models import input_normalisation, load_checkpoint, read_checkpoint, std_score
 from apm.schemas import EVALUATION_SCHEMA, NUM_BINS
 from apm.teacher import DEVICES, ImageTransform
-from apm.teacher_inference import NO_ERROR, STATUS_ERROR, STATUS_OK, predict_rows
+from apm.teacher_inference import NO_ERROR, STATUS_ERROR, STATUS_OK, known_errors, predict_rows
 from apm.training.data import IngestConfig
 
 log = logging.getLogger(__name__)
@@ -204,15 +204,8 @@ def evaluation_inputs(manifest_uri: str, split: str | None, truth_uri: str | Non
         category = pc.take(truth["category"], position)
     else:
         category = table["tag1_name"]
-    errors = []
-    for uri, status, why in zip(table["uri"].to_pylist(), table["image_status"].to_pylist(),
-                                table["image_error"].to_pylist()):
-        if uri is None:
-            errors.append("the manifest has no uri for this row")
-        elif status not in (None, STATUS_OK):
-            errors.append(f"manifest image_status {status!r}" + (f": {why}" if why else ""))
-        else:
-            errors.append(None)
+    errors = known_errors(table["uri"].to_pylist(), table["image_status"].to_pylist(),
+                          table["image_error"].to_pylist())
     return pa.table({
         "image_id": pa.array(image_id, pa.int64()),
         "uri": table["uri"].cast(pa.string()),

@@ -12,7 +12,6 @@ Configuration follows the AWS conventions: credentials from ``AWS_ACCESS_KEY_ID`
 """
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 from collections.abc import Iterator
@@ -126,11 +125,6 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
-def is_dir(uri: str) -> bool:
-    fs, path = filesystem(uri)
-    return fs.isdir(path)
-
-
 def open_file(uri: str, mode: str = "rb") -> IO:
     fs, path = filesystem(uri)
     if "w" in mode and not is_s3(uri):
@@ -193,12 +187,6 @@ def write_table(table: pa.Table, uri: str) -> None:
     if not is_s3(uri):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path, filesystem=fs, compression="zstd")
-
-
-def table_to_bytes(table: pa.Table) -> bytes:
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return buf.getvalue()
 
 
 # --- preflight ------------------------------------------------------------------------------

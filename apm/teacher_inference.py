@@ -109,17 +109,24 @@ def _manifest_inputs(uri: str) -> pa.Table:
               else [None] * n)
     detail = (table.column("image_error").to_pylist() if "image_error" in table.column_names
               else [None] * n)
-    errors = []
-    for photo, st, why in zip(table.column("uri").to_pylist(), status, detail):
-        if photo is None:
-            errors.append("the manifest has no uri for this row")
-        elif st not in (None, STATUS_OK):
-            errors.append(f"manifest image_status {st!r}" + (f": {why}" if why else ""))
-        else:
-            errors.append(None)
+    errors = known_errors(table.column("uri").to_pylist(), status, detail)
     return pa.table({"uri": table.column("uri").cast(pa.string()),
                      "image_id": ids.cast(pa.int64()),
                      "error": pa.array(errors, pa.string())})
+
+
+def known_errors(uris: list[str | None], statuses: list[str | None],
+                 details: list[str | None]) -> list[str | None]:
+    """Why each manifest row cannot be scored before any photo is read (None: it can)."""
+    errors: list[str | None] = []
+    for uri, status, why in zip(uris, statuses, details):
+        if uri is None:
+            errors.append("the manifest has no uri for this row")
+        elif status not in (None, STATUS_OK):
+            errors.append(f"manifest image_status {status!r}" + (f": {why}" if why else ""))
+        else:
+            errors.append(None)
+    return errors
 
 
 def _folder_inputs(prefix: str) -> pa.Table:
