@@ -3,7 +3,7 @@
 The predictor is separate from the evaluation so that bulk scoring reuses it:
 :class:`APMPredictor` is a Ray Data callable class (each actor loads a checkpoint once) and
 :func:`prediction_table` runs it over any (uri, error) table. Photos are decoded exactly as for
-the teacher (:func:`apm.teacher_inference.decode_batch`: short side ``image_size * 8/7``, centre
+the teacher (:func:`apm.inference.decode_batch`: short side ``image_size * 8/7``, centre
 crop), and a photo that cannot be read becomes an error row; it never stops the job.
 
 :func:`run_evaluation` scores the test split with each model, computes
@@ -27,11 +27,11 @@ from matplotlib.figure import Figure
 
 from apm import storage
 from apm.fit_report import png_bytes, votes_from_manifest
+from apm.inference import NO_ERROR, STATUS_ERROR, STATUS_OK, known_errors, predict_rows
 from apm.metrics import OVERALL, evaluate, mean_scores
 from apm.models import input_normalisation, load_checkpoint, read_checkpoint, std_score
 from apm.schemas import EVALUATION_SCHEMA, NUM_BINS
 from apm.teacher import DEVICES, ImageTransform
-from apm.teacher_inference import NO_ERROR, STATUS_ERROR, STATUS_OK, known_errors, predict_rows
 from apm.training.data import IngestConfig
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from torch import nn
 from torchvision import models as tv_models
 
 from apm import storage
-from apm.decode import center_crop, decode_image, resize_short_side
+from apm.decode import DEFAULT_MAX_PIXELS, center_crop, decode_image, resize_short_side
 from apm.models.weights import WeightsMismatchError, load_exact
 from apm.schemas import TEACHER_TOP_K
 
@@ -60,10 +60,16 @@ class ImageTransform:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def crop_bytes(self, data: bytes) -> np.ndarray:
+    def crop_bytes(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         """(crop, crop, 3) uint8 from an encoded photo; :class:`apm.decode.DecodeError` if bad."""
+        return self.crop_decoded(data, max_pixels)[0]
+
+    def crop_decoded(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS
+                     ) -> tuple[np.ndarray, int, int]:
+        """The crop of :meth:`crop_bytes` and the photo's stored width and height."""
+        decoded = decode_image(data, size=self.resize_size, max_pixels=max_pixels)
         # A copy: the crop is a view of a read-only array, which torch warns about.
-        return np.array(center_crop(decode_image(data, size=self.resize_size).rgb, self.crop_size))
+        return np.array(center_crop(decoded.rgb, self.crop_size)), decoded.width, decoded.height
 
     def crop_image(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """(crop, crop, 3) uint8 from a decoded photo (PIL image or (H, W, 3) uint8 array).

@@ -1,12 +1,11 @@
 """The ``teacher_softmax`` stage: an ImageNet teacher's softmax for every photo, with Ray Data.
 
-The photos come from a manifest (its ``uri`` and ``image_id``) or from a folder / prefix. Ray
-Data reads and decodes them (:func:`decode_batch`) into small uint8 crops for a pool of actors
-(:class:`TeacherPredictor`) that each load the teacher once. With GPUs, decoding runs in CPU
-tasks that feed the GPU actors; on CPUs Ray Data fuses it into the actors (same resources),
-which saves a copy through the object store. The driver streams the results into one Parquet
-file, ``OUT/teacher.parquet`` (``TEACHER_SCHEMA``), so no worker writes to the store and the
-output can be larger than any worker's memory. Rows come in completion order, not input order.
+The photos come from a manifest (its ``uri`` and ``image_id``) or from a folder / prefix. The
+shared inference pipeline (:func:`apm.inference.predict_rows`) decodes them for a pool of
+actors (:class:`TeacherPredictor`) that each load the teacher once. The driver streams the
+results into one Parquet file, ``OUT/teacher.parquet`` (``TEACHER_SCHEMA``), so no worker
+writes to the store and the output can be larger than any worker's memory. Rows come in
+completion order, not input order.
 
 A photo that is missing, unreadable or not an image becomes a row with ``status = 'error'``
 and the reason; it never stops the job.
@@ -14,7 +13,6 @@ and the reason; it never stops the job.
 from __future__ import annotations
 
 import logging
-import posixpath
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,23 +23,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from apm import storage
-from apm.decode import DecodeError
+from apm.inference import (
+    IMAGE_SUFFIXES,
+    NO_ERROR,
+    STATUS_ERROR,
+    STATUS_OK,
+    image_id_from_name,
+    known_errors,
+    predict_rows,
+)
 from apm.schemas import NUM_IMAGENET_CLASSES, TEACHER_SCHEMA
-from apm.teacher import DEFAULT_TEACHER, DEVICES, ImageTransform, create_teacher, teacher_spec, top_k
+from apm.teacher import DEFAULT_TEACHER, DEVICES, create_teacher, teacher_spec, top_k
 
 log = logging.getLogger(__name__)
 
-STATUS_OK, STATUS_ERROR = "ok", "error"
-
-#: Files a folder / prefix input is searched for (case-insensitive).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
 #: Rows per Parquet row group of the output (~4 MB of probabilities).
 ROWS_PER_GROUP = 1024
-
-#: The ``error`` of a good photo inside the Ray pipeline. Not None: Ray Data turns a batch
-#: whose column is all None into a float NaN array.
-NO_ERROR = ""
 
 
 @dataclass(frozen=True)
@@ -91,12 +88,6 @@ class TeacherSummary:
 
 # --- inputs ---------------------------------------------------------------------------------
 
-def _image_id_from_name(uri: str) -> int | None:
-    """AVA names its photos ID.jpg; other names have no id."""
-    stem = posixpath.splitext(posixpath.basename(uri))[0]
-    return int(stem) if stem.isdigit() else None
-
-
 def _manifest_inputs(uri: str) -> pa.Table:
     table = storage.read_table(uri)
     if "uri" not in table.column_names:
@@ -115,26 +106,12 @@ def _manifest_inputs(uri: str) -> pa.Table:
                      "error": pa.array(errors, pa.string())})
 
 
-def known_errors(uris: list[str | None], statuses: list[str | None],
-                 details: list[str | None]) -> list[str | None]:
-    """Why each manifest row cannot be scored before any photo is read (None: it can)."""
-    errors: list[str | None] = []
-    for uri, status, why in zip(uris, statuses, details):
-        if uri is None:
-            errors.append("the manifest has no uri for this row")
-        elif status not in (None, STATUS_OK):
-            errors.append(f"manifest image_status {status!r}" + (f": {why}" if why else ""))
-        else:
-            errors.append(None)
-    return errors
-
-
 def _folder_inputs(prefix: str) -> pa.Table:
     uris = [info.uri for info in storage.list_files(prefix, IMAGE_SUFFIXES)]
     if not uris:
         raise storage.StorageError(f"{prefix}: no images ({', '.join(IMAGE_SUFFIXES)})")
     return pa.table({"uri": pa.array(uris, pa.string()),
-                     "image_id": pa.array([_image_id_from_name(u) for u in uris], pa.int64()),
+                     "image_id": pa.array([image_id_from_name(u) for u in uris], pa.int64()),
                      "error": pa.nulls(len(uris), pa.string())})
 
 
@@ -152,26 +129,6 @@ def list_inputs(source: str) -> pa.Table:
 
 
 # --- Ray Data stages ------------------------------------------------------------------------
-
-def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
-                 storage_env: dict[str, str]) -> dict[str, np.ndarray]:
-    """Read and decode each photo into the teacher's uint8 crop; a failure becomes ``error``."""
-    storage.apply_env(storage_env)
-    size = transform.crop_size
-    crops = np.zeros((len(batch["uri"]), size, size, 3), dtype=np.uint8)
-    errors = []
-    for i, uri in enumerate(batch["uri"]):
-        try:
-            crops[i] = transform.crop_bytes(storage.read_bytes(str(uri)))
-            errors.append(NO_ERROR)
-        except FileNotFoundError:
-            errors.append("not found")
-        except DecodeError as err:  # its message says why
-            errors.append(str(err))
-        except Exception as err:  # noqa: BLE001 - one bad photo must not stop the job
-            errors.append(f"{type(err).__name__}: {err}")
-    return {"row": batch["row"], "error": np.array(errors, dtype=object), "crop": crops}
-
 
 class TeacherPredictor:
     """Ray Data callable class: each actor loads the teacher once and scores batches of crops."""
@@ -223,37 +180,6 @@ def _record(summary: TeacherSummary, table: pa.Table) -> None:
     summary.images += len(statuses)
     summary.ok += statuses.count(STATUS_OK)
     summary.errors.update(e for e in table.column("error").to_pylist() if e is not None)
-
-
-def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
-                 predictor: type, predictor_kwargs: dict, *, batch_size: int, concurrency: int,
-                 device: str, out_batch_size: int = ROWS_PER_GROUP
-                 ) -> Iterator[dict[str, np.ndarray]]:
-    """Decode ``inputs[rows]`` in Ray Data tasks, then run ``predictor`` in an actor pool.
-
-    ``predictor`` is a callable class built once per actor with ``predictor_kwargs`` (plus the
-    storage settings) and called on decoded batches; its output batches stream back as Ray Data
-    completes them. One GPU per actor on 'cuda'.
-    """
-    import ray
-
-    if not len(rows):
-        return
-    env = storage.ray_env_vars()
-    uris = inputs.column("uri").take(pa.array(rows, pa.int64())).to_pylist()
-    dataset = (
-        ray.data.from_items([{"row": int(r), "uri": u} for r, u in zip(rows, uris)])
-        .map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
-                     fn_kwargs={"transform": transform, "storage_env": env},
-                     udf_modifying_row_count=False)
-        .map_batches(predictor, batch_size=batch_size, batch_format="numpy",
-                     fn_constructor_kwargs={**predictor_kwargs, "device": device,
-                                            "storage_env": env},
-                     compute=ray.data.ActorPoolStrategy(size=concurrency),
-                     num_gpus=1 if device == "cuda" else None,
-                     udf_modifying_row_count=False)
-    )
-    yield from dataset.iter_batches(batch_size=out_batch_size, batch_format="numpy")
 
 
 def _score(inputs: pa.Table, rows: np.ndarray, config: TeacherJobConfig

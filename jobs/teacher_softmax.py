@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from apm import storage
+from apm.inference import IMAGE_SUFFIXES
 from apm.runtime import init_ray
 from apm.teacher import DEFAULT_TEACHER, DEVICES, create_teacher, list_teachers
-from apm.teacher_inference import IMAGE_SUFFIXES, TeacherJobConfig, run_teacher
+from apm.teacher_inference import TeacherJobConfig, run_teacher
 from jobs import _cli
 
 EPILOG = f"""\
