@@ -9,15 +9,19 @@ image keeps its row with the reason in ``error``; it never stops the job.
 """
 from __future__ import annotations
 
+import math
 import posixpath
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from apm import storage
 from apm.decode import DEFAULT_MAX_PIXELS, DecodeError
-from apm.teacher import ImageTransform
+
+if TYPE_CHECKING:  # torch stays out of processes that only list objects
+    from apm.teacher import ImageTransform
 
 STATUS_OK, STATUS_ERROR = "ok", "error"
 
@@ -28,7 +32,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 #: whose column is all None into a float NaN array.
 NO_ERROR = ""
 
-#: Rows per input block: the unit of work an actor takes at a time.
+#: Most rows per input block: the unit of work an actor takes at a time.
 ROWS_PER_BLOCK = 256
 
 #: Rows per batch handed back to the driver.
@@ -103,7 +107,9 @@ def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
     env = storage.ray_env_vars()
     table = pa.table({"row": pa.array(rows, pa.int64()),
                       "uri": inputs.column("uri").take(pa.array(rows, pa.int64()))})
-    blocks = [table.slice(i, ROWS_PER_BLOCK) for i in range(0, table.num_rows, ROWS_PER_BLOCK)]
+    # Small inputs still get a few blocks per actor, so that every actor has work.
+    per_block = max(1, min(ROWS_PER_BLOCK, math.ceil(len(rows) / (4 * concurrency))))
+    blocks = [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)]
     on_gpu = device == "cuda"
     dataset = (
         ray.data.from_arrow(blocks)

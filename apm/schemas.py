@@ -143,6 +143,67 @@ EVALUATION_SCHEMA = pa.schema(
     ]
 )
 
+#: ``score`` input listing ``OUT/_listing/part-*.parquet``: every object to score, in order.
+LISTING_SCHEMA = pa.schema(
+    [
+        pa.field("uri", pa.string()),  # null only for a manifest row without a photo
+        pa.field("image_id", pa.int64()),  # from a manifest or a numeric file name; else null
+        pa.field("size", pa.int64()),  # bytes; null when not listed (manifest input)
+        pa.field("mtime", pa.timestamp("ms", tz="UTC")),  # last modified; null when unknown
+        pa.field("etag", pa.string()),  # S3 ETag; null on local files
+        pa.field("error", pa.string()),  # known before reading (e.g. manifest image_status)
+    ]
+)
+
+#: Length of the ``embedding`` column is the backbone's feature size (512 for resnet18).
+EMBEDDING_TYPE = pa.list_(pa.float16())
+
+#: ``score`` output ``OUT/scores/part-*.parquet``: exactly one row per listed object.
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("uri", pa.string()),  # the object; null only for a manifest row without one
+        pa.field("image_id", pa.int64()),  # from a manifest or a numeric file name; else null
+        pa.field("size", pa.int64()),  # bytes, from the listing; null when not listed
+        pa.field("status", pa.string(), nullable=False),  # 'ok' | 'error'
+        pa.field("error", pa.string()),  # why it could not be scored; null when 'ok'
+        pa.field("width", pa.int32()),  # pixels as stored (before EXIF rotation); null on error
+        pa.field("height", pa.int32()),
+        pa.field("dist", pa.list_(pa.float32(), NUM_BINS)),  # null on error or for a mean head
+        pa.field("mean", pa.float32()),  # predicted mean score (1..10); null on error
+        pa.field("std", pa.float32()),  # std of ``dist``; null on error or for a mean head
+        pa.field("is_high", pa.bool_()),  # mean >= 5; null on error
+        pa.field("top5_ids", pa.list_(pa.int32(), TEACHER_TOP_K)),  # semantic head, best first
+        pa.field("top5_names", pa.list_(pa.string())),
+        pa.field("top5_probs", pa.list_(pa.float32(), TEACHER_TOP_K)),
+        pa.field("embedding", EMBEDDING_TYPE),  # pooled backbone features; null if not asked for
+        pa.field("model_id", pa.string(), nullable=False),  # hash of the checkpoint
+        pa.field("scored_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
+#: ``cluster`` output ``clusters.parquet``: the cluster of every scored photo.
+CLUSTERS_SCHEMA = pa.schema(
+    [
+        pa.field("uri", pa.string()),
+        pa.field("image_id", pa.int64()),
+        pa.field("cluster_id", pa.int32(), nullable=False),
+        pa.field("distance", pa.float32(), nullable=False),  # Euclidean, to its centroid
+    ]
+)
+
+#: ``cluster`` output ``cluster_summary.parquet``: one row per cluster.
+CLUSTER_SUMMARY_SCHEMA = pa.schema(
+    [
+        pa.field("cluster_id", pa.int32(), nullable=False),
+        pa.field("size", pa.int64(), nullable=False),  # photos in the cluster
+        pa.field("centroid", pa.list_(pa.float32()), nullable=False),  # in feature space
+        pa.field("top_classes", pa.list_(pa.string()), nullable=False),  # commonest top-1 classes
+        pa.field("top_class_shares", pa.list_(pa.float32()), nullable=False),  # their shares
+        pa.field("mean_score", pa.float64()),  # average predicted mean; null for an empty cluster
+        pa.field("score_hist", pa.list_(pa.int64(), NUM_BINS), nullable=False),  # means in [k, k+1)
+    ]
+)
+
 ALL_SCHEMAS: dict[str, pa.Schema] = {
     "manifest.parquet": MANIFEST_SCHEMA,
     "truth.parquet": SYNTHETIC_TRUTH_SCHEMA,
@@ -150,4 +211,8 @@ ALL_SCHEMAS: dict[str, pa.Schema] = {
     "bucket_rmse.parquet": BUCKET_RMSE_SCHEMA,
     "teacher.parquet": TEACHER_SCHEMA,
     "metrics.parquet": EVALUATION_SCHEMA,
+    "_listing/part-*.parquet": LISTING_SCHEMA,
+    "scores/part-*.parquet": SCORES_SCHEMA,
+    "clusters.parquet": CLUSTERS_SCHEMA,
+    "cluster_summary.parquet": CLUSTER_SUMMARY_SCHEMA,
 }

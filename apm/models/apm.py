@@ -142,5 +142,8 @@ class APM(nn.Module):
         head.init(self.aesthetic_head, config.num_bins)
 
     def forward(self, images: Tensor) -> APMOutput:
-        features = self.dropout(self.backbone(images))
+        return self.heads(self.dropout(self.backbone(images)))
+
+    def heads(self, features: Tensor) -> APMOutput:
+        """Both heads on pooled backbone features (scoring keeps the features as embeddings)."""
         return HEADS[self.config.head].to_output(self.semantic_head(features), self.aesthetic_head(features))

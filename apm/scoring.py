@@ -1,0 +1,412 @@
+"""Bulk scoring: every photo of a library -> score distribution, semantics and embedding, in Parquet.
+
+The job lists its input once (:mod:`apm.listing`), then runs the shared inference pipeline
+(:func:`apm.inference.predict_rows`) with :class:`ScorePredictor` actors that load the model
+once. The listing's rows are cut into shards of ``rows_per_file`` consecutive rows; the driver
+collects each shard's results as they stream back and writes the shard as one Parquet file,
+``OUT/scores/part-NNNNNN.parquet``, once every row of it is in. Hence:
+
+* exactly one row per listed object: a shard file holds exactly its rows, or does not exist;
+* resume: a rerun with the same ``OUT`` reuses the listing, keeps every complete shard file
+  and scores only the rest (a killed run loses at most the shards in flight);
+* a bad object (missing, empty, truncated, not an image, too many pixels) is a row with
+  ``status = 'error'`` and the reason, never a failed job.
+
+``OUT/_job.json`` records what the table was scored with (model, crop, rows per file); a rerun
+with other settings is refused unless ``overwrite`` starts over.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from apm import storage
+from apm.decode import DEFAULT_MAX_PIXELS
+from apm.evaluation import image_transform
+from apm.inference import IMAGE_SUFFIXES, NO_ERROR, STATUS_ERROR, STATUS_OK, predict_rows
+from apm.listing import Listing, ListingConfig, build_listing
+from apm.models import APM, APMConfig, create_apm, list_backbones, load_checkpoint, read_checkpoint
+from apm.models import std_score as std_of
+from apm.schemas import EMBEDDING_TYPE, NUM_BINS, SCORES_SCHEMA, TEACHER_TOP_K
+from apm.teacher import DEVICES, imagenet_categories
+
+log = logging.getLogger(__name__)
+
+RANDOM_PREFIX = "random:"
+JOB_FILE = "_job.json"
+LISTING_FOLDER = "_listing"
+SCORES_FOLDER = "scores"
+
+
+# --- the model ------------------------------------------------------------------------------
+
+def model_architecture(model: str) -> APMConfig:
+    """The architecture of a model spec: ``random:ARCH`` or a checkpoint path / URI."""
+    if model.startswith(RANDOM_PREFIX):
+        backbone = model[len(RANDOM_PREFIX):]
+        if backbone not in list_backbones():
+            raise ValueError(f"--model {model}: unknown architecture {backbone!r}; choose one of "
+                             f"{', '.join(list_backbones())}")
+        return APMConfig(backbone=backbone)
+    return read_checkpoint(model)[0]
+
+
+def model_id(model: str) -> str:
+    """What identifies the weights: the spec for ``random:ARCH`` (fixed seed), else a hash of
+    the checkpoint's bytes, so a moved or renamed checkpoint keeps its id."""
+    if model.startswith(RANDOM_PREFIX):
+        return model
+    return "sha256:" + hashlib.sha256(storage.read_bytes(model)).hexdigest()[:16]
+
+
+def load_scoring_model(model: str) -> APM:
+    """The APM of a model spec, in eval mode; ``random:ARCH`` gives the same weights everywhere."""
+    if model.startswith(RANDOM_PREFIX):
+        torch.manual_seed(0)  # every actor must build the same random model
+        return create_apm(model_architecture(model), "random").eval()
+    return load_checkpoint(model).eval()
+
+
+class ScorePredictor:
+    """Ray Data callable class: each actor loads the model once and scores batches of crops.
+
+    Per row: the score distribution (NaN for a mean-regression head), mean, std, the semantic
+    head's top-5 ImageNet ids and probabilities, and (optionally) the pooled backbone features.
+    On a GPU it runs in bf16 with channels-last tensors.
+    """
+
+    def __init__(self, model: str, image_size: int, embedding: bool, device: str,
+                 storage_env: dict[str, str]) -> None:
+        storage.apply_env(storage_env)  # the checkpoint may be on S3
+        self.device = torch.device(device)
+        self.model = load_scoring_model(model).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.transform = image_transform(self.model.config.backbone, image_size)
+        self.embedding = embedding
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = batch["error"] == NO_ERROR
+        n = len(ok)
+        out = {key: batch[key] for key in ("row", "error", "width", "height")}
+        out["dist"] = np.full((n, NUM_BINS), np.nan, np.float32)
+        out["mean"] = np.full(n, np.nan, np.float32)
+        out["std"] = np.full(n, np.nan, np.float32)
+        out["top5_ids"] = np.zeros((n, TEACHER_TOP_K), np.int32)
+        out["top5_probs"] = np.zeros((n, TEACHER_TOP_K), np.float32)
+        if self.embedding:
+            dim = self.model.semantic_head.in_features
+            out["embedding"] = np.zeros((n, dim), np.float16)
+        if ok.any():
+            crops = torch.from_numpy(np.ascontiguousarray(batch["crop"][ok])).to(self.device)
+            x = self.transform.normalize(crops)
+            autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                        else torch.autocast("cpu", enabled=False))
+            with autocast:
+                features = self.model.backbone(x)
+                output = self.model.heads(features)
+            out["mean"][ok] = output.mean.float().cpu().numpy()
+            if output.dist is not None:
+                dist = output.dist.float()
+                out["dist"][ok] = dist.cpu().numpy()
+                out["std"][ok] = std_of(dist).cpu().numpy()
+            probs, ids = output.semantic_logits.float().softmax(-1).topk(TEACHER_TOP_K, dim=-1)
+            out["top5_ids"][ok] = ids.cpu().numpy()
+            out["top5_probs"][ok] = probs.cpu().numpy()
+            if self.embedding:
+                out["embedding"][ok] = features.float().cpu().numpy().astype(np.float16)
+        return out
+
+
+# --- configuration and summary --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """What ``score`` runs; invalid values raise ValueError before any work."""
+
+    input: str  # folder / s3:// prefix of photos, or a manifest .parquet
+    out: str
+    model: str  # checkpoint path / URI, or random:ARCH
+    device: str = "cpu"
+    image_size: int = 224  # the crop the model was trained on
+    batch_size: int = 32
+    concurrency: int | None = None  # inference actors; default one per GPU / CPU of the cluster
+    decode_concurrency: int | None = None  # GPU runs: decoding tasks; default as Ray sees fit
+    rows_per_file: int = 50_000
+    embedding: bool = True
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES  # None: every object of the prefix
+    overwrite: bool = False
+    progress_every_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
+        if min(self.image_size, self.batch_size, self.rows_per_file, self.max_pixels) < 1:
+            raise ValueError("image size, batch size, rows per file and max pixels must be >= 1")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+
+    def uri(self, *parts: str) -> str:
+        return storage.join(storage.normalize(self.out), *parts)
+
+    def job_record(self, model_id_: str) -> dict:
+        """What must not change between a run and its resumption."""
+        return {"input": self.input, "model_id": model_id_, "image_size": self.image_size,
+                "rows_per_file": self.rows_per_file, "embedding": self.embedding}
+
+
+@dataclass
+class ScoreSummary:
+    out: str
+    model_id: str
+    listing: Listing
+    rows: int = 0  # rows written by this run
+    ok: int = 0
+    errors: Counter = field(default_factory=Counter)  # reason -> count
+    files_written: int = 0
+    files_kept: int = 0  # complete shards of an earlier run
+    rows_kept: int = 0
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rate = self.rows / self.seconds if self.seconds else 0.0
+        out = [*self.listing.lines(), f"model: {self.model_id}",
+               f"scored now: {self.rows} = {self.ok} ok + {self.rows - self.ok} error "
+               f"in {self.seconds:.1f} s ({rate:.1f} images/s)"]
+        if self.files_kept:
+            out.append(f"kept from an earlier run: {self.files_kept} files, {self.rows_kept} rows")
+        out += [f"  error x{n}: {reason}" for reason, n in self.errors.most_common(10)]
+        if len(self.errors) > 10:
+            out.append(f"  ... and {len(self.errors) - 10} more kinds of error")
+        out.append(f"output: {storage.join(self.out, SCORES_FOLDER)} "
+                   f"({self.files_written + self.files_kept} files, "
+                   f"{self.listing.rows} rows, one per listed object)")
+        return out
+
+
+# --- output ---------------------------------------------------------------------------------
+
+def _fixed(values: np.ndarray, type_: pa.DataType, valid: np.ndarray) -> pa.Array:
+    flat = pa.array(np.ascontiguousarray(values).ravel(), type=type_.value_type)
+    return pa.FixedSizeListArray.from_arrays(flat, type=type_, mask=pa.array(~valid))
+
+
+def scores_table(listed: pa.Table, result: dict[str, np.ndarray], model_id_: str,
+                 scored_at: dt.datetime) -> pa.Table:
+    """``SCORES_SCHEMA`` rows for ``listed`` (uri, image_id, size) and their ``result`` arrays."""
+    n = listed.num_rows
+    errors = [e or None for e in result["error"]]
+    ok = np.array([e is None for e in errors], dtype=bool)
+    has_dist = ok & np.isfinite(result["dist"]).all(axis=1)
+    names = imagenet_categories()
+    embedding = result.get("embedding")
+    if embedding is None:
+        embedding_column = pa.nulls(n, EMBEDDING_TYPE)
+    else:
+        flat = pa.array(embedding.ravel(), pa.float16())
+        offsets = pa.array(np.arange(n + 1, dtype=np.int32) * embedding.shape[1])
+        embedding_column = pa.ListArray.from_arrays(offsets, flat, type=EMBEDDING_TYPE,
+                                                    mask=pa.array(~ok))
+    mean = result["mean"].astype(np.float32)
+    return pa.table({
+        "uri": listed.column("uri"),
+        "image_id": listed.column("image_id"),
+        "size": listed.column("size"),
+        "status": pa.array([STATUS_OK if v else STATUS_ERROR for v in ok], pa.string()),
+        "error": pa.array(errors, pa.string()),
+        "width": pa.array(result["width"], pa.int32(), mask=~ok),
+        "height": pa.array(result["height"], pa.int32(), mask=~ok),
+        "dist": _fixed(np.nan_to_num(result["dist"]), SCORES_SCHEMA.field("dist").type, has_dist),
+        "mean": pa.array(mean, pa.float32(), mask=~ok),
+        "std": pa.array(result["std"], pa.float32(), mask=~has_dist),
+        "is_high": pa.array(mean >= 5.0, pa.bool_(), mask=~ok),
+        "top5_ids": _fixed(result["top5_ids"], SCORES_SCHEMA.field("top5_ids").type, ok),
+        "top5_names": pa.array([[names[i] for i in ids] if v else None
+                                for ids, v in zip(result["top5_ids"], ok)], pa.list_(pa.string())),
+        "top5_probs": _fixed(result["top5_probs"], SCORES_SCHEMA.field("top5_probs").type, ok),
+        "embedding": embedding_column,
+        "model_id": pa.array([model_id_] * n, pa.string()),
+        "scored_at": pa.array([scored_at] * n, SCORES_SCHEMA.field("scored_at").type),
+    }, schema=SCORES_SCHEMA)
+
+
+def _failed(rows: np.ndarray, errors: list[str]) -> dict[str, np.ndarray]:
+    """A result batch for rows known to be bad before any reading (no embedding: all null)."""
+    n = len(rows)
+    return {"row": rows, "error": np.array(errors, dtype=object),
+           "width": np.zeros(n, np.int32), "height": np.zeros(n, np.int32),
+           "dist": np.full((n, NUM_BINS), np.nan, np.float32),
+           "mean": np.full(n, np.nan, np.float32), "std": np.full(n, np.nan, np.float32),
+           "top5_ids": np.zeros((n, TEACHER_TOP_K), np.int32),
+           "top5_probs": np.zeros((n, TEACHER_TOP_K), np.float32)}
+
+
+def shard_uri(config: ScoreConfig, shard: int) -> str:
+    return config.uri(SCORES_FOLDER, f"part-{shard:06d}.parquet")
+
+
+def _complete(uri: str, rows: int) -> bool:
+    """Whether a shard file from an earlier run is whole (a footer, the right rows and schema)."""
+    if not storage.exists(uri):
+        return False
+    try:
+        with storage.open_file(uri) as f:
+            parquet = pq.ParquetFile(f)
+            return parquet.metadata.num_rows == rows and parquet.schema_arrow.equals(SCORES_SCHEMA)
+    except Exception:  # noqa: BLE001 - a torn file from a killed run: score the shard again
+        return False
+
+
+class ShardWriter:
+    """Collects result batches per shard; writes a shard's file once all its rows are in."""
+
+    def __init__(self, config: ScoreConfig, listed: pa.Table, model_id_: str,
+                 summary: ScoreSummary) -> None:
+        self.config, self.listed, self.model_id, self.summary = config, listed, model_id_, summary
+        self.pending: dict[int, list[tuple[np.ndarray, pa.Table]]] = {}
+        self.missing: dict[int, int] = {}  # shard -> rows still to come
+
+    def shard_rows(self, shard: int) -> int:
+        size = self.config.rows_per_file
+        return min(size, self.listed.num_rows - shard * size)
+
+    def open(self, shard: int) -> None:
+        self.pending[shard] = []
+        self.missing[shard] = self.shard_rows(shard)
+
+    def add(self, result: dict[str, np.ndarray]) -> None:
+        rows = result["row"].astype(np.int64)
+        shards = rows // self.config.rows_per_file
+        scored_at = dt.datetime.now(dt.UTC)
+        for shard in np.unique(shards):
+            pick = np.flatnonzero(shards == shard)
+            part = {key: value[pick] for key, value in result.items()}
+            table = scores_table(self.listed.take(pa.array(rows[pick])), part, self.model_id,
+                                 scored_at)
+            self.pending[int(shard)].append((rows[pick], table))
+            self.missing[int(shard)] -= len(pick)
+            self._record(table)
+            if self.missing[int(shard)] == 0:
+                self._write(int(shard))
+
+    def _record(self, table: pa.Table) -> None:
+        statuses = table.column("status").to_pylist()
+        self.summary.rows += len(statuses)
+        self.summary.ok += statuses.count(STATUS_OK)
+        self.summary.errors.update(e for e in table.column("error").to_pylist() if e is not None)
+
+    def _write(self, shard: int) -> None:
+        pieces = self.pending.pop(shard)
+        del self.missing[shard]
+        rows = np.concatenate([r for r, _ in pieces])
+        table = pa.concat_tables([t for _, t in pieces]).take(pa.array(np.argsort(rows)))
+        storage.write_table(table, shard_uri(self.config, shard))
+        self.summary.files_written += 1
+
+    def unfinished(self) -> dict[int, int]:
+        return dict(self.missing)
+
+
+# --- the job --------------------------------------------------------------------------------
+
+def _prepare_out(config: ScoreConfig, record: dict) -> None:
+    """Start over (overwrite), or check that an earlier run scored with the same settings."""
+    job = config.uri(JOB_FILE)
+    if config.overwrite:
+        for name in (SCORES_FOLDER, LISTING_FOLDER, JOB_FILE):
+            if storage.exists(config.uri(name)):
+                storage.remove(config.uri(name), recursive=name != JOB_FILE)
+    elif storage.exists(job):
+        earlier = json.loads(storage.read_text(job))
+        changed = {k: (earlier.get(k), v) for k, v in record.items() if earlier.get(k) != v}
+        if changed:
+            what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+            raise ValueError(f"{job}: {config.out} was scored with other settings ({what}); "
+                             "use --overwrite to start over, or another --output")
+    storage.write_text(job, json.dumps(record, indent=1))
+
+
+def _default_concurrency(device: str) -> int:
+    import ray
+
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU" if device == "cuda" else "CPU", 1)))
+
+
+def run_score(config: ScoreConfig) -> ScoreSummary:
+    """Score every listed object of ``config.input`` into ``OUT/scores``; Ray must be up."""
+    start = time.perf_counter()
+    architecture = model_architecture(config.model)  # a bad checkpoint fails here, in one line
+    identity = model_id(config.model)
+    _prepare_out(config, config.job_record(identity))
+    listing = build_listing(ListingConfig(config.input, config.uri(LISTING_FOLDER),
+                                          suffixes=config.suffixes))
+    listed = listing.read(["uri", "image_id", "size", "error"])
+    summary = ScoreSummary(storage.normalize(config.out), identity, listing)
+    writer = ShardWriter(config, listed, identity, summary)
+    shards = math.ceil(listed.num_rows / config.rows_per_file)
+    todo_shards = []
+    for shard in range(shards):
+        if _complete(shard_uri(config, shard), writer.shard_rows(shard)):
+            summary.files_kept += 1
+            summary.rows_kept += writer.shard_rows(shard)
+        else:
+            todo_shards.append(shard)
+            writer.open(shard)
+    log.info("%d shards of up to %d rows: %d complete from an earlier run, %d to score",
+             shards, config.rows_per_file, summary.files_kept, len(todo_shards))
+    rows = np.concatenate([np.arange(s * config.rows_per_file,
+                                     s * config.rows_per_file + writer.shard_rows(s))
+                           for s in todo_shards]) if todo_shards else np.zeros(0, np.int64)
+    known = np.array(listed.column("error").to_pylist(), dtype=object)[rows]
+    bad = rows[known != None]  # noqa: E711 - elementwise on an object array
+    if len(bad):
+        writer.add(_failed(bad, list(known[known != None])))  # noqa: E711
+    good = rows[known == None]  # noqa: E711
+    concurrency = config.concurrency or _default_concurrency(config.device)
+    progress = Progress(len(rows), config.progress_every_s)
+    batches = predict_rows(
+        listed, good, image_transform(architecture.backbone, config.image_size), ScorePredictor,
+        {"model": config.model, "image_size": config.image_size, "embedding": config.embedding},
+        batch_size=config.batch_size, concurrency=concurrency, device=config.device,
+        max_pixels=config.max_pixels, decode_concurrency=config.decode_concurrency)
+    progress.update(summary)
+    for batch in batches:
+        writer.add(batch)
+        progress.update(summary)
+    if writer.unfinished():
+        raise RuntimeError(f"internal error: shards without all their rows: {writer.unfinished()}")
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+class Progress:
+    """A log line every ``every_s`` seconds: rows done, images/s, errors."""
+
+    def __init__(self, total: int, every_s: float) -> None:
+        self.total, self.every_s = total, every_s
+        self.start = self.last = time.perf_counter()
+
+    def update(self, summary: ScoreSummary) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every_s and summary.rows < self.total:
+            return
+        self.last = now
+        rate = summary.rows / max(now - self.start, 1e-9)
+        log.info("scored %d/%d (%.0f%%), %.1f images/s, %d errors, %d files written",
+                 summary.rows, self.total, 100 * summary.rows / max(self.total, 1), rate,
+                 summary.rows - summary.ok, summary.files_written)
+

@@ -1,0 +1,95 @@
+"""python -m jobs.score: score a photo library -> OUT/scores/part-*.parquet (one row per object)."""
+from __future__ import annotations
+
+from apm import storage
+from apm.decode import DEFAULT_MAX_PIXELS
+from apm.inference import IMAGE_SUFFIXES
+from apm.models import list_backbones
+from apm.runtime import init_ray
+from apm.scoring import ScoreConfig, model_architecture, run_score
+from apm.teacher import DEVICES
+from jobs import _cli
+
+EPILOG = f"""\
+Input: a folder or s3:// prefix (listed recursively, in parallel over its sub-folders; objects
+with these suffixes, case-insensitive: {' '.join(IMAGE_SUFFIXES)}; --all-objects lists every
+object), or a manifest .parquet (its uri and image_id; rows whose image_status is not ok
+become error rows). The listing is written to OUT/_listing once and reused by reruns.
+
+Model: an APM checkpoint from jobs.finetune / jobs.distill (path or s3:// URI), or random:ARCH
+for a randomly initialised model (same weights in every actor; smoke tests and benchmarks).
+Architectures: {', '.join(list_backbones())}.
+
+Output: OUT/scores/part-NNNNNN.parquet (schema in README.md), --rows-per-file rows each, one
+row per listed object: status ok | error and the reason, the 10-bin score distribution, mean,
+std, is_high (mean >= 5), the semantic head's top 5 ImageNet classes, the pooled backbone
+features as a float16 embedding (--no-embedding leaves them out), model_id and scored_at.
+A missing, empty, truncated, non-image or oversized object is an error row, never a failed job.
+
+Rerunning with the same --output resumes: complete files are kept, the rest is scored again,
+and the table still holds exactly one row per object. --overwrite starts over. A log line
+every --progress-every seconds reports rows done, images/s and errors; a summary ends the run.
+
+On GPUs (--device cuda): one actor per GPU (bf16, channels-last), photos decoded by CPU tasks
+(--decode-concurrency caps them). On CPUs: one actor per CPU, each decoding its own photos.
+
+example:
+  python -m jobs.score --input s3://photos/library/ --output s3://photos/scores \\
+      --model s3://models/apm/model.pt --device cuda
+  python -m jobs.score --input work/synthetic/images --output work/scores --model random:resnet18
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _cli.parser("Score every photo of a library with an APM model.", EPILOG)
+    p.add_argument("--input", required=True, metavar="DIR|s3://prefix|MANIFEST",
+                   help="a folder / prefix of photos, or a manifest .parquet")
+    p.add_argument("--output", required=True, metavar="OUT", help="output folder or prefix")
+    p.add_argument("--model", required=True, metavar="CKPT|random:ARCH",
+                   help="APM checkpoint path / URI, or random:ARCH")
+    p.add_argument("--device", default="cpu", choices=DEVICES, help="where the model runs")
+    p.add_argument("--image-size", type=int, default=224,
+                   help="the crop the model was trained on (default 224)")
+    p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
+    p.add_argument("--concurrency", type=int,
+                   help="inference actors (default: one per GPU with cuda, else one per CPU)")
+    p.add_argument("--decode-concurrency", type=int,
+                   help="with cuda: most decoding tasks at once (default: as CPUs allow)")
+    p.add_argument("--rows-per-file", type=int, default=50_000,
+                   help="rows per output Parquet file (default 50000)")
+    p.add_argument("--no-embedding", action="store_true", help="leave the embedding column null")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"larger images are error rows, against decompression bombs "
+                        f"(default {DEFAULT_MAX_PIXELS})")
+    p.add_argument("--all-objects", action="store_true",
+                   help="list every object of the prefix, not only image suffixes")
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds between progress lines (default 30)")
+    _cli.add_ray_args(p)
+    args = p.parse_args(argv)
+    _cli.setup(args)
+    try:
+        config = ScoreConfig(
+            input=args.input, out=args.output, model=args.model, device=args.device,
+            image_size=args.image_size, batch_size=args.batch_size, concurrency=args.concurrency,
+            decode_concurrency=args.decode_concurrency, rows_per_file=args.rows_per_file,
+            embedding=not args.no_embedding, max_pixels=args.max_pixels,
+            suffixes=None if args.all_objects else IMAGE_SUFFIXES, overwrite=args.overwrite,
+            progress_every_s=args.progress_every)
+        storage.check_input(args.input)
+        storage.check_output(args.output)
+        model_architecture(args.model)  # a bad checkpoint stops the job here with one line
+    except (ValueError, storage.StorageError) as err:  # CheckpointError is a ValueError
+        _cli.fail(str(err))
+    init_ray(args.ray_address)
+    try:
+        summary = run_score(config)
+    except (ValueError, storage.StorageError) as err:  # other settings in OUT, nothing listed
+        _cli.fail(str(err))
+    print("\n".join(summary.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""Bulk scoring (jobs.score): one row per object, statuses, resume, EXIF, S3, schema."""
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from apm import storage
+from apm.listing import ListingConfig, build_listing
+from apm.schemas import SCORES_SCHEMA
+from apm.scoring import ScoreConfig, ShardWriter, run_score
+from jobs import score as score_job
+
+MODEL = "random:resnet18"
+SIZE = 64  # small crops keep the CPU tests quick
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def good_objects() -> dict[str, bytes]:
+    """Real photos in every supported format and mode (name -> bytes)."""
+    astronaut = Image.fromarray(skdata.astronaut())
+    chelsea = Image.fromarray(skdata.chelsea())
+    coffee = Image.fromarray(skdata.coffee())
+    gray16 = Image.fromarray(skdata.camera().astype(np.uint16) * 257)  # mode I;16
+    rgba = chelsea.convert("RGBA")
+    rgba.putalpha(128)
+    frames = [coffee.convert("P"), chelsea.resize(coffee.size).convert("P")]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:])
+    return {
+        "photos/2019/astronaut.jpg": _encode(astronaut, "JPEG", quality=90),
+        "photos/2019/chelsea.png": _encode(chelsea, "PNG"),
+        "photos/2020/coffee.webp": _encode(coffee, "WEBP", quality=90),
+        "photos/2020/camera16.tif": _encode(gray16, "TIFF"),
+        "photos/2020/coffee.bmp": _encode(coffee, "BMP"),
+        "photos/2021/animated.gif": gif.getvalue(),
+        "photos/2021/cmyk.jpg": _encode(astronaut.convert("CMYK"), "JPEG"),
+        "photos/2021/alpha.png": _encode(rgba, "PNG"),
+        "photos/2021/gray.JPG": _encode(astronaut.convert("L"), "JPEG"),
+        "photos/png-named.jpg": _encode(chelsea, "PNG"),  # content decides, not the suffix
+    }
+
+
+def bad_objects() -> dict[str, tuple[bytes, str]]:
+    """name -> (bytes, a word the error must contain)."""
+    jpeg = _encode(Image.fromarray(skdata.astronaut()), "JPEG", quality=90)
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.txt", "not a photo")
+    bomb = _encode(Image.new("1", (12_000, 10_000)), "PNG")  # 120 MP, a few kB
+    return {
+        "photos/2019/empty.jpg": (b"", "empty"),
+        "photos/2019/truncated.jpg": (jpeg[: len(jpeg) // 3], "truncated"),
+        "photos/2020/notes.jpg": (b"these are not pixels\n" * 20, "recognised"),
+        "photos/2020/archive.png": (archive.getvalue(), "recognised"),
+        "photos/2021/bomb.png": (bomb, "pixel limit"),
+    }
+
+
+def _upload(root: str, objects: dict[str, bytes]) -> None:
+    for name, content in objects.items():
+        storage.write_bytes(storage.join(root, name), content)
+
+
+def _scores(out: str) -> pd.DataFrame:
+    return storage.read_table(storage.join(out, "scores")).to_pandas()
+
+
+def test_s3_end_to_end_one_row_per_object(ray_local, s3_bucket):
+    good = good_objects()
+    bad = bad_objects()
+    _upload(s3_bucket, {**good, **{k: v for k, (v, _) in bad.items()}})
+    storage.write_bytes(f"{s3_bucket}/photos/README.txt", b"not listed: not an image suffix")
+    out = f"{s3_bucket}/scores-run"
+    code = score_job.main(["--input", f"{s3_bucket}/photos/", "--output", out, "--model", MODEL,
+                           "--image-size", str(SIZE), "--rows-per-file", "4",
+                           "--batch-size", "4"])
+    assert code == 0
+    files = sorted(info.uri for info in storage.list_files(f"{out}/scores", (".parquet",)))
+    assert len(files) == 4  # 15 rows, 4 per file
+    # pyarrow (dataset over S3) and pandas read the table; its schema is the documented one.
+    fs, path = storage.arrow_filesystem(f"{out}/scores")
+    table = pads.dataset(path, filesystem=fs, format="parquet").to_table()
+    assert table.schema.equals(SCORES_SCHEMA)
+    frame = table.to_pandas()
+    expected = {f"{s3_bucket}/{name}" for name in [*good, *bad]}
+    assert sorted(frame["uri"]) == sorted(expected)  # exactly one row per object
+    by_uri = frame.set_index("uri")
+    for name in good:
+        row = by_uri.loc[f"{s3_bucket}/{name}"]
+        assert row["status"] == "ok", (name, row["error"])
+        assert 1 <= row["mean"] <= 10 and row["is_high"] == (row["mean"] >= 5)
+        assert abs(sum(row["dist"]) - 1) < 1e-5 and row["std"] > 0
+        assert len(row["embedding"]) == 512 and len(row["top5_names"]) == 5
+        assert row["width"] > 0 and row["height"] > 0
+    for name, (content, word) in bad.items():
+        row = by_uri.loc[f"{s3_bucket}/{name}"]
+        assert row["status"] == "error" and word in row["error"].lower(), (name, row["error"])
+        assert row["size"] == len(content)
+        assert pd.isna(row["mean"]) and row["dist"] is None and row["embedding"] is None
+    assert by_uri.loc[f"{s3_bucket}/photos/2019/astronaut.jpg", "width"] == 512
+    assert frame["model_id"].nunique() == 1 and frame["model_id"].iloc[0] == MODEL
+
+
+def test_listing_in_parallel_tasks_matches_a_plain_listing(ray_local, s3_bucket):
+    names = [f"lib/{user}/{day}/{i}.jpg" for user in ("ann", "bob", "cy") for day in ("d1", "d2")
+             for i in range(3)] + ["lib/top.jpg", "lib/ann/notes.txt"]
+    _upload(s3_bucket, {name: b"x" for name in names})
+    listing = build_listing(ListingConfig(f"{s3_bucket}/lib", f"{s3_bucket}/listing",
+                                          rows_per_part=2, fanout=4, max_depth=1))
+    # The driver lists lib/ and its 3 sub-folders (fewer than fanout=4), then one task per
+    # day folder (6) writes 2 parts of at most 2 rows; lib/top.jpg is the driver's part.
+    assert len(listing.parts) == 1 + 6 * 2
+    uris = listing.read(["uri"]).column("uri").to_pylist()
+    assert sorted(uris) == sorted(f"{s3_bucket}/{n}" for n in names if n.endswith(".jpg"))
+    assert listing.skipped == {".txt": 1}
+    again = build_listing(ListingConfig(f"{s3_bucket}/lib", f"{s3_bucket}/listing"))
+    assert again.reused and again.parts == listing.parts and again.rows == listing.rows
+
+
+def _config(src, out, **kw) -> ScoreConfig:
+    settings = {"image_size": SIZE, "batch_size": 2, "rows_per_file": 3, "concurrency": 1, **kw}
+    return ScoreConfig(input=str(src), out=str(out), model=MODEL, **settings)
+
+
+def test_interrupted_run_resumes_with_exactly_one_row_each(ray_local, tmp_path, monkeypatch):
+    src = tmp_path / "photos"
+    photos = {f"{i:02d}.jpg": _encode(Image.fromarray(skdata.chelsea()).rotate(i * 7), "JPEG")
+              for i in range(10)}
+    for name, content in photos.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(content)
+    (src / "broken.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+
+    real_write, written = ShardWriter._write, []
+
+    def crash_after_two(self, shard):
+        if len(written) == 2:
+            raise KeyboardInterrupt("killed")  # what a Ctrl-C or a dying driver looks like
+        real_write(self, shard)
+        written.append(shard)
+
+    monkeypatch.setattr(ShardWriter, "_write", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_score(_config(src, out))
+    monkeypatch.setattr(ShardWriter, "_write", real_write)
+    kept = {s: pq.read_table(out / "scores" / f"part-{s:06d}.parquet") for s in written}
+    # A torn file (a killed writer) must be scored again, not trusted.
+    torn = out / "scores" / "part-000003.parquet"
+    torn.write_bytes(b"PAR1 torn")
+
+    summary = run_score(_config(src, out))
+    assert summary.files_kept == 2 and summary.rows == 11 - 6
+    frame = _scores(str(out))
+    assert sorted(frame["uri"]) == sorted(str(p) for p in src.iterdir())
+    assert frame["uri"].is_unique and (frame["status"] == "ok").sum() == 10
+    for shard, table in kept.items():  # kept files are untouched, not rescored
+        assert pq.read_table(out / "scores" / f"part-{shard:06d}.parquet").equals(table)
+
+    # Other settings in the same OUT are refused; --overwrite starts over.
+    with pytest.raises(ValueError, match="rows_per_file"):
+        run_score(_config(src, out, rows_per_file=5))
+    summary = run_score(_config(src, out, rows_per_file=5, overwrite=True))
+    assert summary.files_kept == 0 and summary.rows == 11
+    assert len(list((out / "scores").iterdir())) == 3
+
+
+def test_exif_orientation_is_applied(ray_local, tmp_path):
+    upright = Image.fromarray(skdata.chelsea())  # 451 x 300, landscape
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # the sensor's pixels: portrait
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": undoes ROTATE_90 (which is counter-clockwise)
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "upright.jpg").write_bytes(_encode(upright, "JPEG", quality=95))
+    (src / "tagged.jpg").write_bytes(_encode(stored, "JPEG", quality=95, exif=exif))
+    (src / "untagged.jpg").write_bytes(_encode(stored, "JPEG", quality=95))
+    run_score(_config(src, tmp_path / "out"))
+    rows = _scores(str(tmp_path / "out")).set_index("uri")
+    upright_row, tagged, untagged = (rows.loc[str(src / n)] for n in
+                                     ("upright.jpg", "tagged.jpg", "untagged.jpg"))
+    assert (tagged["width"], tagged["height"]) == (300, 451)  # as stored
+
+    def cosine(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    # The tagged photo is seen upright: (nearly) the upright photo's features, unlike the
+    # same pixels without the tag.
+    assert cosine(tagged["embedding"], upright_row["embedding"]) > 0.99
+    assert cosine(untagged["embedding"], upright_row["embedding"]) < cosine(
+        tagged["embedding"], upright_row["embedding"]) - 0.01
+
+
+def test_manifest_input_keeps_image_ids_and_known_bad_rows(ray_local, tmp_path):
+    import pyarrow as pa
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "7.jpg").write_bytes(_encode(Image.fromarray(skdata.coffee()), "JPEG"))
+    manifest = pa.table({
+        "image_id": [7, 8, 9],
+        "uri": [str(src / "7.jpg"), str(src / "8.jpg"), None],
+        "image_status": ["ok", None, None],
+        "image_error": [None, None, None],
+    })
+    pq.write_table(manifest, tmp_path / "manifest.parquet")
+    run_score(_config(tmp_path / "manifest.parquet", tmp_path / "out", embedding=False))
+    frame = _scores(str(tmp_path / "out")).sort_values("image_id")
+    assert frame["image_id"].tolist() == [7, 8, 9]
+    assert frame["status"].tolist() == ["ok", "error", "error"]
+    assert frame["error"].iloc[1] == "not found" and "no uri" in frame["error"].iloc[2]
+    assert frame["embedding"].isna().all()
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    for model, words in [(str(tmp_path / "bad.pt"), "bad.pt"), ("random:vgg99", "vgg99")]:
+        with pytest.raises(SystemExit) as exit_info:
+            score_job.main(["--input", str(tmp_path / "photos"), "--output", str(tmp_path / "o"),
+                            "--model", model])
+        assert exit_info.value.code == 2
+        assert words in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        score_job.main(["--help"])
+    assert "Rerunning with the same --output resumes" in capsys.readouterr().out
