@@ -108,12 +108,13 @@ def run_job(argv: list[str]) -> tuple[float, int, str]:
     return time.perf_counter() - start, peak[0], output
 
 
-def job_rate(output: str) -> float:
-    """images/s from the job's summary line (listing, actor start-up and writing included)."""
-    match = re.search(r"scored now: (\d+) .* \(([\d.]+) images/s\)", output)
+def job_rates(output: str) -> tuple[float, float]:
+    """images/s from the job's summary line: overall (listing, actor start-up and writing
+    included) and once the first batch was scored."""
+    match = re.search(r"scored now: .* \(([\d.]+) images/s; ([\d.]+) images/s once", output)
     if not match:
         raise RuntimeError(f"no summary in the job's output:\n{output[-2000:]}")
-    return float(match.group(2))
+    return float(match.group(1)), float(match.group(2))
 
 
 # --- baselines ------------------------------------------------------------------------------
@@ -205,12 +206,12 @@ def main(argv: list[str] | None = None) -> int:
                               workers=2)
         wall, _, output = run_job(["--input", str(subset(args.n)), "--output",
                                    str(work / "out_rate"), *common])
-        rate = job_rate(output)
+        rate, steady = job_rates(output)
         memory = {}
         for n in sizes:
             m_wall, peak, m_out = run_job(["--input", str(subset(n)), "--output",
                                            str(work / f"out_{n}"), *common])
-            memory[n] = (peak, job_rate(m_out), m_wall)
+            memory[n] = (peak, job_rates(m_out)[0], m_wall)
     small, large = memory[min(sizes)][0], memory[max(sizes)][0]
     lines = [
         "# Bulk scoring throughput and memory",
@@ -226,15 +227,21 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| what | images/s |",
         "|---|---|",
-        f"| scoring job (`jobs.score`) | **{rate:.1f}** (wall {wall:.0f} s incl. Ray start) |",
-        f"| (a) plain PyTorch, DataLoader(num_workers=2) + model, {cores} threads | {plain:.1f} |",
+        f"| scoring job (`jobs.score`), end to end | **{rate:.1f}** (wall {wall:.0f} s incl. Ray "
+        "start) |",
+        f"| scoring job, once the first batch was scored (no start-up) | **{steady:.1f}** |",
+        f"| (a) plain PyTorch, DataLoader(num_workers=2) + model, {cores} threads, start-up "
+        f"included | {plain:.1f} |",
         f"| (b) bound {cores} / (t_decode + t_forward) = {cores} / ({t_decode * 1e3:.1f} ms + "
-        f"{t_forward * 1e3:.1f} ms), single-threaded | {bound:.1f} |",
+        f"{t_forward * 1e3:.1f} ms), single-threaded, no start-up | {bound:.1f} |",
+        "",
+        "Both sides of each comparison count the same things: (a) against the job end to end "
+        "(each pays its own start-up), (b) against the job's steady state (the bound has none).",
         "",
         f"- job / plain PyTorch: **{rate / plain:.2f}x** (target ≥ 1.0x: "
-        f"{'met' if rate >= plain else 'NOT met'})",
-        f"- job / bound: **{rate / bound:.0%}** (target ≥ 85%: "
-        f"{'met' if rate >= 0.85 * bound else 'NOT met'})",
+        f"{'met' if rate >= plain else 'NOT met'}); steady state {steady / plain:.2f}x",
+        f"- job steady state / bound: **{steady / bound:.0%}** (target ≥ 85%: "
+        f"{'met' if steady >= 0.85 * bound else 'NOT met'}); end to end {rate / bound:.0%}",
         "",
         "Peak memory: the proportional set size (shared pages split between processes) of the job's "
         "whole process tree, sampled every 0.5 s.",

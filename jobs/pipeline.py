@@ -11,11 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from apm import storage
+from apm.clustering.kmeans import KMeansConfig
+from apm.clustering.stage import ClusterConfig, run_clustering
 from apm.distributions import DEFAULT_METHOD, METHODS
 from apm.evaluation import EvaluationConfig, run_evaluation
 from apm.fit_report import run as fit_distributions
 from apm.manifest import MANIFEST_FILE, build_manifest
 from apm.runtime import init_ray
+from apm.scoring import ScoreConfig, run_score
 from apm.synthetic.dataset import SyntheticConfig, generate
 from apm.teacher_inference import TeacherJobConfig, run_teacher
 from apm.training.data import training_rows
@@ -90,6 +93,21 @@ def _evaluate(work: str, args) -> list[str]:
     return run_evaluation(config).lines()
 
 
+def _score(work: str, args) -> list[str]:
+    config = ScoreConfig(input=storage.join(work, "synthetic", "images"),
+                         out=storage.join(work, "scores"),
+                         model=storage.join(work, "models", "finetuned.pt"),
+                         image_size=args.train_size, overwrite=args.force)
+    return run_score(config).lines()
+
+
+def _cluster(work: str, args) -> list[str]:
+    config = ClusterConfig(scores=storage.join(work, "scores"), out=storage.join(work, "clusters"),
+                           kmeans=KMeansConfig(k=args.clusters),
+                           truth=storage.join(work, "synthetic", "truth.parquet"))
+    return run_clustering(config).lines()
+
+
 STAGES: tuple[Stage, ...] = (
     Stage("synthetic", ("synthetic/AVA.txt", "synthetic/truth.parquet"), _synthetic),
     Stage("prepare", (f"ava/{MANIFEST_FILE}",), _prepare),
@@ -99,14 +117,17 @@ STAGES: tuple[Stage, ...] = (
     Stage("distill", ("models/distilled.pt",), _distill),
     Stage("finetune", ("models/finetuned.pt",), _finetune),
     Stage("evaluate", ("eval/metrics.parquet", "eval/metrics.md"), _evaluate),
+    Stage("score", ("scores/_job.json", "scores/_listing/_SUCCESS.json"), _score),
+    Stage("cluster", ("clusters/clusters.parquet", "clusters/report.md"), _cluster),
 )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = _cli.parser(
         "Run every stage on a small synthetic AVA: make it, prepare the manifest, fit the "
-        "score distributions, compute the ImageNet teacher's softmax, distil it into a student "
-        "and fine-tune the student for score distributions. Prints where each output is.",
+        "score distributions, compute the ImageNet teacher's softmax, distil it into a student, "
+        "fine-tune the student for score distributions, evaluate both, score every photo "
+        "with the fine-tuned model and cluster the scores. Prints where each output is.",
         "stages: " + ", ".join(s.name for s in STAGES))
     p.add_argument("--work", default="work", metavar="DIR|s3://...",
                    help="work folder for every stage's outputs (default ./work)")
@@ -119,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-size", type=int, default=128,
                    help="training crop size in pixels (default 128)")
     p.add_argument("--train-epochs", type=int, default=2, help="epochs per training stage")
+    p.add_argument("--clusters", type=int, default=10,
+                   help="k of the semantic clusters (default 10, the synthetic categories)")
     p.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
     p.add_argument("--until", choices=[s.name for s in STAGES], default=STAGES[-1].name,
                    help="last stage to run (default: all)")

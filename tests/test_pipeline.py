@@ -7,7 +7,8 @@ from apm.models import load_checkpoint
 from apm.schemas import BUCKET_RMSE_SCHEMA, MANIFEST_SCHEMA, PER_IMAGE_FIT_SCHEMA
 from jobs import pipeline
 
-SMALL = ["--n", "40", "--size", "64", "--train-size", "32", "--train-epochs", "1"]
+SMALL = ["--n", "40", "--size", "64", "--train-size", "32", "--train-epochs", "1",
+         "--clusters", "4"]
 
 
 def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
@@ -16,7 +17,7 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
     out = capsys.readouterr().out
     work = tmp_path / "work"
     for stage in ("synthetic", "prepare", "fit_distributions", "teacher", "distill", "finetune",
-                  "evaluate"):
+                  "evaluate", "score", "cluster"):
         assert f"[{stage}] done" in out
     manifest = pq.read_table(work / "ava" / "manifest.parquet")
     assert manifest.schema == MANIFEST_SCHEMA and manifest.num_rows == 40
@@ -27,6 +28,10 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
     assert load_checkpoint(str(work / "models" / "finetuned.pt")).config.head == "distribution"
     metrics = pq.read_table(work / "eval" / "metrics.parquet").to_pandas()
     assert set(metrics["variant"]) == {"distilled", "finetuned"}
+    scores = pq.read_table(work / "scores" / "scores").to_pandas()
+    assert len(scores) == 40 and set(scores["status"]) == {"ok"}
+    clusters = pq.read_table(work / "clusters" / "clusters.parquet")
+    assert sorted(clusters.column("uri").to_pylist()) == sorted(scores["uri"])
 
     stamp = (work / "ava" / "manifest.parquet").stat().st_mtime_ns
     assert pipeline.main(SMALL) == 0
