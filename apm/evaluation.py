@@ -29,7 +29,13 @@ from apm import storage
 from apm.fit_report import png_bytes, votes_from_manifest
 from apm.inference import NO_ERROR, STATUS_ERROR, STATUS_OK, known_errors, predict_rows
 from apm.metrics import OVERALL, evaluate, mean_scores
-from apm.models import input_normalisation, load_checkpoint, read_checkpoint, std_score
+from apm.models import (
+    input_normalisation,
+    load_checkpoint,
+    read_checkpoint,
+    std_score,
+    trained_image_size,
+)
 from apm.schemas import EVALUATION_SCHEMA, NUM_BINS
 from apm.teacher import DEVICES, ImageTransform
 from apm.training.data import IngestConfig
@@ -44,13 +50,22 @@ CALIBRATION_BINS = 8
 
 DIST_TYPE = pa.list_(pa.float32(), NUM_BINS)
 
+#: The crop of a checkpoint that does not record its own (ImageNet's 224).
+DEFAULT_IMAGE_SIZE = 224
+
+
+def crop_size(model: str, requested: int | None = None) -> int:
+    """The crop to run ``model`` at: as requested, else the crop its trainer recorded in the
+    checkpoint, else :data:`DEFAULT_IMAGE_SIZE`."""
+    return requested or trained_image_size(model) or DEFAULT_IMAGE_SIZE
+
 
 @dataclass(frozen=True)
 class PredictConfig:
     """How a checkpoint scores photos; shared by evaluation and bulk scoring."""
 
     model: str  # checkpoint path or s3:// URI
-    image_size: int = 224  # the crop the model was trained on
+    image_size: int = DEFAULT_IMAGE_SIZE  # the crop the model was trained on
     device: str = "cpu"
     batch_size: int = 32
     concurrency: int = 1  # predictor actors (one GPU each on 'cuda')
@@ -72,7 +87,7 @@ class EvaluationConfig:
     variants: tuple[str, ...] = ()  # one name per model; default: the checkpoint file names
     split: str = "test"
     truth: str | None = None  # synthetic truth.parquet: categories from its `category`
-    image_size: int = 224
+    image_size: int | None = None  # default: each checkpoint's training crop (else 224)
     device: str = "cpu"
     batch_size: int = 32
     concurrency: int = 1
@@ -85,8 +100,8 @@ class EvaluationConfig:
         names = self.variant_names
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be distinct, got {list(names)}; use --variant")
-        for model in self.models:
-            self.predict_config(model)  # validates device and sizes
+        PredictConfig("", self.image_size or DEFAULT_IMAGE_SIZE, self.device, self.batch_size,
+                      self.concurrency)  # validates device and sizes
 
     @property
     def variant_names(self) -> tuple[str, ...]:
@@ -94,7 +109,8 @@ class EvaluationConfig:
                                       for m in self.models)
 
     def predict_config(self, model: str) -> PredictConfig:
-        return PredictConfig(model, self.image_size, self.device, self.batch_size, self.concurrency)
+        return PredictConfig(model, crop_size(model, self.image_size), self.device,
+                             self.batch_size, self.concurrency)
 
     def out_uri(self, name: str) -> str:
         return storage.join(storage.normalize(self.out), name)

@@ -33,7 +33,7 @@ import torch
 
 from apm import storage
 from apm.decode import DEFAULT_MAX_PIXELS
-from apm.evaluation import image_transform
+from apm.evaluation import DEFAULT_IMAGE_SIZE, crop_size, image_transform
 from apm.inference import IMAGE_SUFFIXES, NO_ERROR, STATUS_ERROR, STATUS_OK, predict_rows
 from apm.listing import Listing, ListingConfig, build_listing
 from apm.models import APM, APMConfig, create_apm, list_backbones, load_checkpoint, read_checkpoint
@@ -140,7 +140,7 @@ class ScoreConfig:
     out: str
     model: str  # checkpoint path / URI, or random:ARCH
     device: str = "cpu"
-    image_size: int = 224  # the crop the model was trained on
+    image_size: int | None = None  # default: the checkpoint's training crop, else 224
     batch_size: int = 32
     concurrency: int | None = None  # inference actors; default one per GPU / CPU of the cluster
     decode_concurrency: int | None = None  # GPU runs: decoding tasks; default as Ray sees fit
@@ -154,7 +154,7 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if min(self.image_size, self.batch_size, self.rows_per_file, self.max_pixels) < 1:
+        if min(self.image_size or 1, self.batch_size, self.rows_per_file, self.max_pixels) < 1:
             raise ValueError("image size, batch size, rows per file and max pixels must be >= 1")
         if self.concurrency is not None and self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
@@ -162,9 +162,16 @@ class ScoreConfig:
     def uri(self, *parts: str) -> str:
         return storage.join(storage.normalize(self.out), *parts)
 
-    def job_record(self, model_id_: str) -> dict:
+    @property
+    def crop(self) -> int:
+        """The crop size to score at (``random:ARCH`` records none)."""
+        if self.model.startswith(RANDOM_PREFIX):
+            return self.image_size or DEFAULT_IMAGE_SIZE
+        return crop_size(self.model, self.image_size)
+
+    def job_record(self, model_id_: str, crop: int) -> dict:
         """What must not change between a run and its resumption."""
-        return {"input": self.input, "model_id": model_id_, "image_size": self.image_size,
+        return {"input": self.input, "model_id": model_id_, "image_size": crop,
                 "rows_per_file": self.rows_per_file, "embedding": self.embedding}
 
 
@@ -352,8 +359,8 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
     """Score every listed object of ``config.input`` into ``OUT/scores``; Ray must be up."""
     start = time.perf_counter()
     architecture = model_architecture(config.model)  # a bad checkpoint fails here, in one line
-    identity = model_id(config.model)
-    _prepare_out(config, config.job_record(identity))
+    identity, crop = model_id(config.model), config.crop
+    _prepare_out(config, config.job_record(identity, crop))
     listing = build_listing(ListingConfig(config.input, config.uri(LISTING_FOLDER),
                                           suffixes=config.suffixes))
     listed = listing.read(["uri", "image_id", "size", "error"])
@@ -381,8 +388,8 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
     concurrency = config.concurrency or _default_concurrency(config.device)
     progress = Progress(len(rows), config.progress_every_s)
     batches = predict_rows(
-        listed, good, image_transform(architecture.backbone, config.image_size), ScorePredictor,
-        {"model": config.model, "image_size": config.image_size, "embedding": config.embedding},
+        listed, good, image_transform(architecture.backbone, crop), ScorePredictor,
+        {"model": config.model, "image_size": crop, "embedding": config.embedding},
         batch_size=config.batch_size, concurrency=concurrency, device=config.device,
         max_pixels=config.max_pixels, decode_concurrency=config.decode_concurrency)
     progress.update(summary)

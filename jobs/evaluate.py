@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--truth", metavar="PATH|s3://...",
                    help="synthetic truth.parquet: per-category metrics by its category column")
     p.add_argument("--out", required=True, metavar="OUT", help="output folder or prefix")
-    p.add_argument("--image-size", type=int, default=224,
-                   help="the crop the models were trained on (default 224)")
+    p.add_argument("--image-size", type=int,
+                   help="crop size (default: each checkpoint's training crop, else 224)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the models run")
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
     p.add_argument("--concurrency", type=int, default=1,

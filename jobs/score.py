@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, metavar="CKPT|random:ARCH",
                    help="APM checkpoint path / URI, or random:ARCH")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the model runs")
-    p.add_argument("--image-size", type=int, default=224,
-                   help="the crop the model was trained on (default 224)")
+    p.add_argument("--image-size", type=int,
+                   help="crop size (default: the one the checkpoint was trained at, else 224)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
     p.add_argument("--concurrency", type=int,
                    help="inference actors (default: one per GPU with cuda, else one per CPU)")

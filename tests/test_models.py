@@ -24,6 +24,7 @@ from apm.models import (
     mean_score,
     save_checkpoint,
     std_score,
+    trained_image_size,
 )
 
 IMAGENET_CATEGORIES = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
@@ -143,6 +144,8 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path, teacher):
     path = str(tmp_path / "ckpt" / "apm.pt")
     model = APM(APMConfig(backbone="resnet18", head="mean"))
     save_checkpoint(model, path)
+    assert trained_image_size(path) is None and trained_image_size(data) is None
+    assert trained_image_size(checkpoint_bytes(model, image_size=96)) == 96
     other_dropout = APMConfig(backbone="resnet18", head="mean", dropout=0.0)
     assert _same_weights(load_checkpoint(path, other_dropout), model)
     assert _same_weights(create_apm(model.config, init=f"checkpoint:{path}"), model)

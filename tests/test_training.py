@@ -8,7 +8,7 @@ import torch
 
 from apm import storage
 from apm.manifest import build_manifest
-from apm.models import load_checkpoint
+from apm.models import load_checkpoint, trained_image_size
 from apm.synthetic.dataset import SyntheticConfig, generate
 from apm.training.data import training_rows
 from apm.training.loop import TrainConfig
@@ -51,6 +51,8 @@ def test_finetune_two_workers_with_a_crash_resumes(manifest, tmp_path):
     assert state["step"] == history[1]["step"] == 2 * per_epoch
     model = load_checkpoint(model_uri(result, str(tmp_path / "runs")))
     assert model.config.backbone == "resnet18" and model.config.head == "distribution"
+    # The crop it was trained on travels with it: scoring and evaluation default to it.
+    assert trained_image_size(model_uri(result, str(tmp_path / "runs"))) == SMALL["image_size"]
     with torch.no_grad():
         dist = model.eval()(torch.rand(2, 3, 32, 32)).dist
     assert torch.allclose(dist.sum(-1), torch.ones(2))

@@ -27,6 +27,7 @@ from apm.models.checkpoint import (
     load_state,
     read_checkpoint,
     save_checkpoint,
+    trained_image_size,
 )
 from apm.models.init import TEACHER_WEIGHTS, create_apm, initialise, list_inits, register_init
 from apm.models.weights import WeightsMismatchError
@@ -36,5 +37,5 @@ __all__ = [
     "Normalisation", "TEACHER_WEIGHTS", "WeightsMismatchError", "check_backbone", "checkpoint_bytes",
     "create_apm", "create_backbone", "initialise", "input_normalisation", "is_high", "list_backbones",
     "list_inits", "load_checkpoint", "load_state", "mean_score", "read_checkpoint", "register_backbone",
-    "register_init", "save_checkpoint", "std_score",
+    "register_init", "save_checkpoint", "std_score", "trained_image_size",
 ]

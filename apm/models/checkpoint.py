@@ -31,25 +31,27 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be read, or does not hold the requested architecture."""
 
 
-def checkpoint_bytes(model: APM) -> bytes:
-    """The checkpoint of ``model`` as bytes."""
+def checkpoint_bytes(model: APM, image_size: int | None = None) -> bytes:
+    """The checkpoint of ``model`` as bytes; ``image_size``: the crop it was trained on."""
     buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "config": asdict(model.config),
-                "state_dict": model.state_dict()}, buffer)
+    payload = {"format": CHECKPOINT_FORMAT, "config": asdict(model.config),
+               "state_dict": model.state_dict()}
+    if image_size is not None:
+        payload["image_size"] = image_size
+    torch.save(payload, buffer)
     return buffer.getvalue()
 
 
-def save_checkpoint(model: APM, uri: str) -> None:
+def save_checkpoint(model: APM, uri: str, image_size: int | None = None) -> None:
     """Write the checkpoint of ``model`` to a local path or ``s3://`` URI."""
-    storage.write_bytes(uri, checkpoint_bytes(model))
+    storage.write_bytes(uri, checkpoint_bytes(model, image_size))
 
 
 def _describe_source(source: str | bytes) -> str:
     return f"checkpoint of {len(source)} bytes" if isinstance(source, bytes) else f"checkpoint {source}"
 
 
-def read_checkpoint(source: str | bytes) -> tuple[APMConfig, dict[str, Tensor]]:
-    """The stored config and state dict of a checkpoint (a URI or its bytes)."""
+def _payload(source: str | bytes) -> dict:
     what = _describe_source(source)
     data = source if isinstance(source, bytes) else storage.read_bytes(source)
     try:
@@ -60,12 +62,24 @@ def read_checkpoint(source: str | bytes) -> tuple[APMConfig, dict[str, Tensor]]:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(f"{what} is not an APM checkpoint: "
                               f"format {found!r}, expected {CHECKPOINT_FORMAT!r}")
+    return payload
+
+
+def read_checkpoint(source: str | bytes) -> tuple[APMConfig, dict[str, Tensor]]:
+    """The stored config and state dict of a checkpoint (a URI or its bytes)."""
+    what = _describe_source(source)
+    payload = _payload(source)
     known = {f.name for f in fields(APMConfig)}
     stored = payload["config"]
     if not stored.keys() <= known:
         raise CheckpointError(f"{what} has config fields this version does not know: "
                               f"{sorted(stored.keys() - known)}")
     return APMConfig(**stored), payload["state_dict"]
+
+
+def trained_image_size(source: str | bytes) -> int | None:
+    """The crop size a checkpoint was trained on, when its trainer recorded it."""
+    return _payload(source).get("image_size")
 
 
 def check_architecture(stored: APMConfig, requested: APMConfig, what: str) -> None:

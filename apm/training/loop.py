@@ -171,6 +171,6 @@ def _report(cfg, core, optimizer, epoch, step, history, rank) -> None:
             torch.save({"model": core.state_dict(), "optimizer": optimizer.state_dict(),
                         "epoch": epoch, "step": step, "history": history,
                         "config": asdict(cfg)}, Path(folder) / STATE_FILE)
-            (Path(folder) / MODEL_FILE).write_bytes(checkpoint_bytes(core))
+            (Path(folder) / MODEL_FILE).write_bytes(checkpoint_bytes(core, cfg.image_size))
             checkpoint = ray.train.Checkpoint.from_directory(folder)
         ray.train.report(history[-1], checkpoint=checkpoint)
