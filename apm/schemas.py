@@ -204,6 +204,29 @@ CLUSTER_SUMMARY_SCHEMA = pa.schema(
     ]
 )
 
+#: ``explain`` output ``OUT/explanations.parquet``: one row per explained photo and direction.
+EXPLANATIONS_SCHEMA = pa.schema(
+    [
+        pa.field("uri", pa.string()),  # the photo
+        pa.field("image_id", pa.int64()),  # from a manifest, scores table or numeric file name
+        pa.field("direction", pa.string(), nullable=False),  # 'lower' | 'raise'
+        pa.field("status", pa.string(), nullable=False),  # 'ok' | 'error'
+        pa.field("error", pa.string()),  # why it could not be explained; null when 'ok'
+        pa.field("score_before", pa.float32()),  # predicted mean of the crop; null on error
+        pa.field("score_after", pa.float32()),  # predicted mean of the perturbed crop
+        pa.field("delta", pa.float32()),  # score_after - score_before
+        pa.field("norm", pa.string(), nullable=False),  # 'linf' | 'l2'
+        pa.field("budget", pa.float32(), nullable=False),  # radius of the ball, [0, 1] pixel units
+        pa.field("steps", pa.int32(), nullable=False),
+        pa.field("perturbation_norm", pa.float32()),  # size of the perturbation in `norm`
+        pa.field("crop_size", pa.int32(), nullable=False),  # side of the model's input crop
+        pa.field("peak_bbox", pa.list_(pa.int32(), 4)),  # x0, y0, x1, y1 in crop pixels
+        pa.field("heatmap_uri", pa.string()),  # 8-bit grayscale PNG; null on error
+        pa.field("panel_uri", pa.string()),  # original | modified | overlay; null on error / off
+        pa.field("model_id", pa.string(), nullable=False),
+    ]
+)
+
 ALL_SCHEMAS: dict[str, pa.Schema] = {
     "manifest.parquet": MANIFEST_SCHEMA,
     "truth.parquet": SYNTHETIC_TRUTH_SCHEMA,
@@ -215,4 +238,5 @@ ALL_SCHEMAS: dict[str, pa.Schema] = {
     "scores/part-*.parquet": SCORES_SCHEMA,
     "clusters.parquet": CLUSTERS_SCHEMA,
     "cluster_summary.parquet": CLUSTER_SUMMARY_SCHEMA,
+    "explanations.parquet": EXPLANATIONS_SCHEMA,
 }

@@ -348,7 +348,8 @@ def _prepare_out(config: ScoreConfig, record: dict) -> None:
     storage.write_text(job, json.dumps(record, indent=1))
 
 
-def _default_concurrency(device: str) -> int:
+def default_concurrency(device: str) -> int:
+    """Inference actors when none are asked for: one per GPU on 'cuda', else one per CPU."""
     import ray
 
     resources = ray.cluster_resources()
@@ -385,7 +386,7 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
     if len(bad):
         writer.add(_failed(bad, list(known[known != None])))  # noqa: E711
     good = rows[known == None]  # noqa: E711
-    concurrency = config.concurrency or _default_concurrency(config.device)
+    concurrency = config.concurrency or default_concurrency(config.device)
     progress = Progress(len(rows), config.progress_every_s)
     batches = predict_rows(
         listed, good, image_transform(architecture.backbone, crop), ScorePredictor,
