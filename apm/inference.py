@@ -35,9 +35,6 @@ NO_ERROR = ""
 #: Most rows per input block: the unit of work an actor takes at a time.
 ROWS_PER_BLOCK = 256
 
-#: Rows per batch handed back to the driver.
-OUT_BATCH_ROWS = 1024
-
 
 def image_id_from_name(uri: str) -> int | None:
     """AVA names its photos ID.jpg; other names have no id."""
@@ -90,8 +87,7 @@ def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
 def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
                  predictor: type, predictor_kwargs: dict, *, batch_size: int, concurrency: int,
                  device: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 decode_concurrency: int | None = None, out_batch_size: int = OUT_BATCH_ROWS
-                 ) -> Iterator[dict[str, np.ndarray]]:
+                 decode_concurrency: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Decode ``inputs[rows]`` in Ray Data tasks, then run ``predictor`` in an actor pool.
 
     ``predictor`` is a callable class built once per actor with ``predictor_kwargs`` (plus the
@@ -127,4 +123,5 @@ def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
                      num_gpus=1 if on_gpu else None,
                      udf_modifying_row_count=False)
     )
-    yield from dataset.iter_batches(batch_size=out_batch_size, batch_format="numpy")
+    # Whole blocks as they complete: the driver sees progress without waiting to fill a batch.
+    yield from dataset.iter_batches(batch_size=None, batch_format="numpy")

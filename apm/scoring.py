@@ -187,14 +187,12 @@ class ScoreSummary:
     files_kept: int = 0  # complete shards of an earlier run
     rows_kept: int = 0
     seconds: float = 0.0
-    steady_rate: float = 0.0  # images/s from the first scored batch on (no start-up)
 
     def lines(self) -> list[str]:
         rate = self.rows / self.seconds if self.seconds else 0.0
         out = [*self.listing.lines(), f"model: {self.model_id}",
                f"scored now: {self.rows} = {self.ok} ok + {self.rows - self.ok} error "
-               f"in {self.seconds:.1f} s ({rate:.1f} images/s; {self.steady_rate:.1f} images/s "
-               "once the first batch was scored)"]
+               f"in {self.seconds:.1f} s ({rate:.1f} images/s)"]
         if self.files_kept:
             out.append(f"kept from an earlier run: {self.files_kept} files, {self.rows_kept} rows")
         out += [f"  error x{n}: {reason}" for reason, n in self.errors.most_common(10)]
@@ -394,13 +392,9 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
         batch_size=config.batch_size, concurrency=concurrency, device=config.device,
         max_pixels=config.max_pixels, decode_concurrency=config.decode_concurrency)
     progress.update(summary)
-    first: tuple[float, int] | None = None  # (time, rows) when the first batch came back
     for batch in batches:
         writer.add(batch)
         progress.update(summary)
-        first = first or (time.perf_counter(), summary.rows)
-    if first and summary.rows > first[1]:
-        summary.steady_rate = (summary.rows - first[1]) / (time.perf_counter() - first[0])
     if writer.unfinished():
         raise RuntimeError(f"internal error: shards without all their rows: {writer.unfinished()}")
     summary.seconds = time.perf_counter() - start
