@@ -56,6 +56,14 @@ def known_errors(uris: list[str | None], statuses: list[str | None],
     return errors
 
 
+def default_concurrency(device: str) -> int:
+    """Inference actors when none are asked for: one per GPU on 'cuda', else one per CPU."""
+    import ray
+
+    resources = ray.cluster_resources()
+    return max(1, int(resources.get("GPU" if device == "cuda" else "CPU", 1)))
+
+
 def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
                  storage_env: dict[str, str], max_pixels: int = DEFAULT_MAX_PIXELS
                  ) -> dict[str, np.ndarray]:

@@ -34,7 +34,14 @@ import torch
 from apm import storage
 from apm.decode import DEFAULT_MAX_PIXELS
 from apm.evaluation import DEFAULT_IMAGE_SIZE, crop_size, image_transform
-from apm.inference import IMAGE_SUFFIXES, NO_ERROR, STATUS_ERROR, STATUS_OK, predict_rows
+from apm.inference import (
+    IMAGE_SUFFIXES,
+    NO_ERROR,
+    STATUS_ERROR,
+    STATUS_OK,
+    default_concurrency,
+    predict_rows,
+)
 from apm.listing import Listing, ListingConfig, build_listing
 from apm.models import APM, APMConfig, create_apm, list_backbones, load_checkpoint, read_checkpoint
 from apm.models import std_score as std_of
@@ -344,14 +351,6 @@ def _prepare_out(config: ScoreConfig, record: dict) -> None:
             raise ValueError(f"{job}: {config.out} was scored with other settings ({what}); "
                              "use --overwrite to start over, or another --output")
     storage.write_text(job, json.dumps(record, indent=1))
-
-
-def default_concurrency(device: str) -> int:
-    """Inference actors when none are asked for: one per GPU on 'cuda', else one per CPU."""
-    import ray
-
-    resources = ray.cluster_resources()
-    return max(1, int(resources.get("GPU" if device == "cuda" else "CPU", 1)))
 
 
 def run_score(config: ScoreConfig) -> ScoreSummary:

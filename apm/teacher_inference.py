@@ -28,6 +28,7 @@ from apm.inference import (
     NO_ERROR,
     STATUS_ERROR,
     STATUS_OK,
+    default_concurrency,
     image_id_from_name,
     known_errors,
     predict_rows,
@@ -51,13 +52,13 @@ class TeacherJobConfig:
     weights: str | None = None  # path or s3:// URI; None: the teacher's installed weights
     device: str = "cpu"
     batch_size: int = 64
-    concurrency: int = 1  # inference actors (one GPU each on 'cuda')
+    concurrency: int | None = None  # inference actors; default one per GPU / CPU of the cluster
 
     def __post_init__(self) -> None:
         teacher_spec(self.teacher)  # TeacherError (a ValueError) listing the choices
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if self.batch_size < 1 or self.concurrency < 1:
+        if self.batch_size < 1 or (self.concurrency is not None and self.concurrency < 1):
             raise ValueError("batch size and concurrency must be at least 1")
 
     @property
@@ -187,7 +188,8 @@ def _score(inputs: pa.Table, rows: np.ndarray, config: TeacherJobConfig
     """Batches of (row, error, probs) for ``inputs[rows]``, as Ray Data completes them."""
     return predict_rows(inputs, rows, teacher_spec(config.teacher).transform, TeacherPredictor,
                         {"teacher": config.teacher, "weights": config.weights},
-                        batch_size=config.batch_size, concurrency=config.concurrency,
+                        batch_size=config.batch_size,
+                        concurrency=config.concurrency or default_concurrency(config.device),
                         device=config.device)
 
 

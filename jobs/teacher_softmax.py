@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the teacher's state dict (default: installed weights, if it has any)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the teacher runs")
     p.add_argument("--batch-size", type=int, default=64, help="photos per batch (default 64)")
-    p.add_argument("--concurrency", type=int, default=1,
-                   help="inference actors, each loading the teacher once (default 1)")
+    p.add_argument("--concurrency", type=int,
+                   help="inference actors, each loading the teacher once (default: one per GPU "
+                        "with cuda, else one per CPU of the cluster)")
     _cli.add_ray_args(p)
     args = p.parse_args(argv)
     _cli.setup(args)

@@ -31,9 +31,9 @@ from apm.explain.predictor import (
     artefact_uri,
 )
 from apm.explain.source import Selection, select_inputs
-from apm.inference import STATUS_ERROR, STATUS_OK, predict_rows
+from apm.inference import STATUS_ERROR, STATUS_OK, default_concurrency, predict_rows
 from apm.schemas import EXPLANATIONS_SCHEMA
-from apm.scoring import default_concurrency, model_architecture, model_id
+from apm.scoring import model_architecture, model_id
 from apm.teacher import DEVICES
 
 log = logging.getLogger(__name__)
