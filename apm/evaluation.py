@@ -30,15 +30,13 @@ from apm.fit_report import png_bytes, votes_from_manifest
 from apm.inference import NO_ERROR, STATUS_ERROR, STATUS_OK, known_errors, predict_rows
 from apm.metrics import OVERALL, evaluate, mean_scores
 from apm.models import (
-    input_normalisation,
     load_checkpoint,
     read_checkpoint,
     std_score,
-    trained_image_size,
 )
+from apm.preprocessing import DEFAULT_IMAGE_SIZE, crop_size, image_transform
 from apm.schemas import EVALUATION_SCHEMA, NUM_BINS
-from apm.teacher import DEVICES, ImageTransform
-from apm.training.data import IngestConfig
+from apm.teacher import DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +47,6 @@ UNKNOWN = "unknown"
 CALIBRATION_BINS = 8
 
 DIST_TYPE = pa.list_(pa.float32(), NUM_BINS)
-
-#: The crop of a checkpoint that does not record its own (ImageNet's 224).
-DEFAULT_IMAGE_SIZE = 224
-
-
-def crop_size(model: str, requested: int | None = None) -> int:
-    """The crop to run ``model`` at: as requested, else the crop its trainer recorded in the
-    checkpoint, else :data:`DEFAULT_IMAGE_SIZE`."""
-    return requested or trained_image_size(model) or DEFAULT_IMAGE_SIZE
-
 
 @dataclass(frozen=True)
 class PredictConfig:
@@ -117,13 +105,6 @@ class EvaluationConfig:
 
 
 # --- prediction -----------------------------------------------------------------------------
-
-def image_transform(backbone: str, image_size: int) -> ImageTransform:
-    """The evaluation crop of training (:class:`IngestConfig` without augmentation)."""
-    norm = input_normalisation(backbone)
-    return ImageTransform(resize_size=IngestConfig(image_size=image_size, augment=False).resize,
-                          crop_size=image_size, mean=norm.mean, std=norm.std)
-
 
 class APMPredictor:
     """Ray Data callable class: each actor loads the checkpoint once and scores batches of crops.

@@ -33,7 +33,6 @@ import torch
 
 from apm import storage
 from apm.decode import DEFAULT_MAX_PIXELS
-from apm.evaluation import DEFAULT_IMAGE_SIZE, crop_size, image_transform
 from apm.inference import (
     IMAGE_SUFFIXES,
     NO_ERROR,
@@ -45,6 +44,7 @@ from apm.inference import (
 from apm.listing import Listing, ListingConfig, build_listing
 from apm.models import APM, APMConfig, create_apm, list_backbones, load_checkpoint, read_checkpoint
 from apm.models import std_score as std_of
+from apm.preprocessing import DEFAULT_IMAGE_SIZE, crop_size, image_transform
 from apm.schemas import EMBEDDING_TYPE, NUM_BINS, SCORES_SCHEMA, TEACHER_TOP_K
 from apm.teacher import DEVICES, imagenet_categories
 

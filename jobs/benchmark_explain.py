@@ -33,7 +33,6 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from apm import storage
-from apm.evaluation import image_transform
 from apm.explain import (
     DIRECTIONS,
     NORMS,
@@ -46,6 +45,7 @@ from apm.explain import (
 )
 from apm.fit_report import png_bytes
 from apm.inference import STATUS_OK
+from apm.preprocessing import image_transform
 from apm.runtime import init_ray
 from apm.scoring import model_architecture, model_id
 from apm.teacher import DEVICES

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from apm.evaluation import image_transform
+from apm.preprocessing import image_transform
 from apm.scoring import load_scoring_model, model_architecture
 from jobs import _cli
 from jobs._bench import machine

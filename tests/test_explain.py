@@ -12,7 +12,6 @@ from PIL import Image
 from skimage import data as skdata
 
 from apm import storage
-from apm.evaluation import image_transform
 from apm.explain import (
     AttackConfig,
     Selection,
@@ -26,6 +25,7 @@ from apm.explain.attack import total_variation
 from apm.explain.source import select_inputs
 from apm.losses import kl_loss
 from apm.models import APMConfig, create_apm, save_checkpoint
+from apm.preprocessing import image_transform
 from apm.schemas import EXPLANATIONS_SCHEMA
 from jobs import explain as explain_job
 

@@ -20,7 +20,6 @@ import pyarrow as pa
 
 from apm import storage
 from apm.decode import DEFAULT_MAX_PIXELS
-from apm.evaluation import image_transform
 from apm.explain.attack import DIRECTIONS, AttackConfig
 from apm.explain.heatmap import HeatmapConfig
 from apm.explain.predictor import (
@@ -32,6 +31,7 @@ from apm.explain.predictor import (
 )
 from apm.explain.source import Selection, select_inputs
 from apm.inference import STATUS_ERROR, STATUS_OK, default_concurrency, predict_rows
+from apm.preprocessing import image_transform
 from apm.schemas import EXPLANATIONS_SCHEMA
 from apm.scoring import model_architecture, model_id
 from apm.teacher import DEVICES

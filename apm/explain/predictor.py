@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from apm import storage
-from apm.evaluation import image_transform
 from apm.explain.attack import AttackConfig, attack, perturbation_norm
 from apm.explain.heatmap import Box, HeatmapConfig, change_heatmap, peak_bbox
 from apm.explain.panels import heatmap_png, panel_png, to_uint8
 from apm.inference import NO_ERROR
+from apm.preprocessing import image_transform
 from apm.scoring import load_scoring_model
 
 HEATMAPS_FOLDER, PANELS_FOLDER = "heatmaps", "panels"

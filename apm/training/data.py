@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from apm import storage
 from apm.decode import DecodeError, center_crop, decode_image, random_crop
 from apm.fit_report import votes_from_manifest
+from apm.preprocessing import resize_size
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +25,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class IngestConfig:
     image_size: int = 224  # square crop fed to the network
-    resize_ratio: float = 8 / 7  # short side before cropping = image_size * ratio (256 for 224)
     augment: bool = True  # random crop + horizontal flip; else a centre crop
 
     @property
     def resize(self) -> int:
-        return int(round(self.image_size * self.resize_ratio))
+        return resize_size(self.image_size)  # short side before cropping (256 for 224)
 
 
 def training_rows(manifest_uri: str, split: str | None, teacher_uri: str | None = None) -> pa.Table:
