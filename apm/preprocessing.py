@@ -15,8 +15,8 @@ DEFAULT_IMAGE_SIZE = 224
 RESIZE_RATIO = 8 / 7
 
 
-def resize_size(image_size: int) -> int:
-    return int(round(image_size * RESIZE_RATIO))
+def resize_size(image_size: int, ratio: float = RESIZE_RATIO) -> int:
+    return int(round(image_size * ratio))
 
 
 def crop_size(model: str, requested: int | None = None) -> int:

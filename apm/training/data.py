@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 from apm import storage
 from apm.decode import DecodeError, center_crop, decode_image, random_crop
 from apm.fit_report import votes_from_manifest
-from apm.preprocessing import resize_size
+from apm.preprocessing import RESIZE_RATIO, resize_size
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,12 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class IngestConfig:
     image_size: int = 224  # square crop fed to the network
+    resize_ratio: float = RESIZE_RATIO  # short side before cropping = image_size * ratio
     augment: bool = True  # random crop + horizontal flip; else a centre crop
 
     @property
     def resize(self) -> int:
-        return resize_size(self.image_size)  # short side before cropping (256 for 224)
+        return resize_size(self.image_size, self.resize_ratio)
 
 
 def training_rows(manifest_uri: str, split: str | None, teacher_uri: str | None = None) -> pa.Table:
