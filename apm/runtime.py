@@ -20,6 +20,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ:
+        # Under `ray job submit` Ray merges the job's runtime env with the one below and refuses
+        # a variable set in both (the S3 settings) unless the driver's value may win.
+        os.environ.setdefault("RAY_OVERRIDE_JOB_RUNTIME_ENV", "1")
     ray.init(
         address=address,
         num_cpus=None if address else num_cpus,
