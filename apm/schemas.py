@@ -227,6 +227,26 @@ EXPLANATIONS_SCHEMA = pa.schema(
     ]
 )
 
+#: ``generate`` output ``OUT/samples.parquet``: one row per PFAGAN sample.
+SAMPLES_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.int64(), nullable=False),  # row number; the grid's order
+        pa.field("seed", pa.int64(), nullable=False),  # the noise; (checkpoint, seed, condition) redraws it
+        pa.field("category", pa.string(), nullable=False),  # conditioning category
+        pa.field("category_id", pa.int32(), nullable=False),
+        pa.field("histogram", pa.list_(pa.float32(), NUM_BINS), nullable=False),  # conditioning, sums to 1
+        pa.field("condition_mean", pa.float32(), nullable=False),  # mean score of `histogram`
+        pa.field("image_png", pa.binary(), nullable=False),  # the sample, PNG at the GAN's resolution
+        pa.field("pred_dist", pa.list_(pa.float32(), NUM_BINS)),  # the APM's distribution; null without --apm
+        pa.field("pred_mean", pa.float32()),  # the APM's mean score; null without --apm
+        pa.field("pred_category", pa.string()),  # the classifier's category; null without --classifier
+        pa.field("pred_category_prob", pa.float32()),  # its probability
+        pa.field("generator_id", pa.string(), nullable=False),  # sha256 of the generator checkpoint
+        pa.field("apm_id", pa.string()),  # sha256 of the judging APM checkpoint (or random:ARCH)
+        pa.field("generated_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
 ALL_SCHEMAS: dict[str, pa.Schema] = {
     "manifest.parquet": MANIFEST_SCHEMA,
     "truth.parquet": SYNTHETIC_TRUTH_SCHEMA,
@@ -239,4 +259,5 @@ ALL_SCHEMAS: dict[str, pa.Schema] = {
     "clusters.parquet": CLUSTERS_SCHEMA,
     "cluster_summary.parquet": CLUSTER_SUMMARY_SCHEMA,
     "explanations.parquet": EXPLANATIONS_SCHEMA,
+    "samples.parquet": SAMPLES_SCHEMA,
 }

@@ -42,15 +42,22 @@ from apm.inference import (
     predict_rows,
 )
 from apm.listing import Listing, ListingConfig, build_listing
-from apm.models import APM, APMConfig, create_apm, list_backbones, load_checkpoint, read_checkpoint
+from apm.models import (
+    APM,
+    RANDOM_PREFIX,
+    APMConfig,
+    create_apm,
+    list_backbones,
+    load_checkpoint,
+    read_checkpoint,
+)
 from apm.models import std_score as std_of
-from apm.preprocessing import DEFAULT_IMAGE_SIZE, crop_size, image_transform
+from apm.preprocessing import crop_size, image_transform
 from apm.schemas import EMBEDDING_TYPE, NUM_BINS, SCORES_SCHEMA, TEACHER_TOP_K
 from apm.teacher import DEVICES, imagenet_categories
 
 log = logging.getLogger(__name__)
 
-RANDOM_PREFIX = "random:"
 JOB_FILE = "_job.json"
 LISTING_FOLDER = "_listing"
 SCORES_FOLDER = "scores"
@@ -171,9 +178,7 @@ class ScoreConfig:
 
     @property
     def crop(self) -> int:
-        """The crop size to score at (``random:ARCH`` records none)."""
-        if self.model.startswith(RANDOM_PREFIX):
-            return self.image_size or DEFAULT_IMAGE_SIZE
+        """The crop size to score at."""
         return crop_size(self.model, self.image_size)
 
     def job_record(self, model_id_: str, crop: int) -> dict:

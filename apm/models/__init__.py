@@ -21,6 +21,7 @@ from apm.models.backbones import (
     register_backbone,
 )
 from apm.models.checkpoint import (
+    RANDOM_PREFIX,
     CheckpointError,
     checkpoint_bytes,
     load_checkpoint,
@@ -34,7 +35,8 @@ from apm.models.weights import WeightsMismatchError
 
 __all__ = [
     "APM", "APMConfig", "APMOutput", "Backbone", "CheckpointError", "HEADS", "HIGH_SCORE_THRESHOLD",
-    "Normalisation", "TEACHER_WEIGHTS", "WeightsMismatchError", "check_backbone", "checkpoint_bytes",
+    "Normalisation", "RANDOM_PREFIX", "TEACHER_WEIGHTS", "WeightsMismatchError", "check_backbone",
+    "checkpoint_bytes",
     "create_apm", "create_backbone", "initialise", "input_normalisation", "is_high", "list_backbones",
     "list_inits", "load_checkpoint", "load_state", "mean_score", "read_checkpoint", "register_backbone",
     "register_init", "save_checkpoint", "std_score", "trained_image_size",

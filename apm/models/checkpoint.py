@@ -77,8 +77,15 @@ def read_checkpoint(source: str | bytes) -> tuple[APMConfig, dict[str, Tensor]]:
     return APMConfig(**stored), payload["state_dict"]
 
 
+#: Model specs ``random:ARCH`` name a randomly initialised model rather than a checkpoint.
+RANDOM_PREFIX = "random:"
+
+
 def trained_image_size(source: str | bytes) -> int | None:
-    """The crop size a checkpoint was trained on, when its trainer recorded it."""
+    """The crop size a checkpoint was trained on, when its trainer recorded it (never for a
+    ``random:ARCH`` spec)."""
+    if isinstance(source, str) and source.startswith(RANDOM_PREFIX):
+        return None
     return _payload(source).get("image_size")
 
 
