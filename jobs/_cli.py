@@ -23,6 +23,18 @@ def add_ray_args(p: argparse.ArgumentParser) -> None:
                    help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray)")
 
 
+def add_ray_train_args(p: argparse.ArgumentParser) -> None:
+    """How a Ray Train job spreads: workers, their CPUs and GPUs, and restarts."""
+    p.add_argument("--num-workers", type=int, default=2, help="Ray Train workers (default 2)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0,
+                   help="CPUs each worker reserves; the rest decode photos (default 1)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: one GPU per worker, NCCL, bf16 autocast")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="worker-group restarts from the last checkpoint (default 2)")
+    add_ray_args(p)
+
+
 def setup(args: argparse.Namespace) -> None:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)

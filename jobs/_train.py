@@ -31,15 +31,8 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="per worker (default 32)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--num-workers", type=int, default=2, help="Ray Train workers (default 2)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0,
-                   help="CPUs each worker reserves; the rest decode images (default 1)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="cuda: one GPU per worker, NCCL, bf16 autocast")
-    p.add_argument("--max-failures", type=int, default=2,
-                   help="worker-group restarts from the last checkpoint (default 2)")
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
-    _cli.add_ray_args(p)
+    _cli.add_ray_train_args(p)
     return p
 
 

@@ -1,22 +1,25 @@
-"""python -m jobs.pipeline: the whole system end to end on a local Ray and a local work folder.
+"""python -m jobs.pipeline: the whole system end to end, from photos to a report.
 
 Stages run in order; a stage whose outputs already exist is skipped (``--force`` redoes all).
-Later parts of the system add their stages to ``STAGES``.
+``--preset demo`` renders a small synthetic AVA and runs everything on a local Ray; ``--preset
+ava`` takes a real AVA copy (``--ava-dir``, ``--images``) and, usually, a cluster.
 """
 from __future__ import annotations
 
 import argparse
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from apm import storage
 from apm.clustering.kmeans import KMeansConfig
 from apm.clustering.stage import ClusterConfig, run_clustering
 from apm.distributions import DEFAULT_METHOD, METHODS
 from apm.evaluation import EvaluationConfig, run_evaluation
+from apm.explain import AttackConfig, ExplainConfig, Selection, run_explain
 from apm.fit_report import run as fit_distributions
 from apm.manifest import MANIFEST_FILE, build_manifest
+from apm.report import Report, Section, plot_score_histogram, score_means
 from apm.runtime import init_ray
 from apm.scoring import ScoreConfig, run_score
 from apm.synthetic.dataset import SyntheticConfig, generate
@@ -25,91 +28,231 @@ from apm.training.data import training_rows
 from apm.training.loop import TrainConfig
 from apm.training.trainer import final_state, fit, model_uri
 from jobs import _cli
+from pfagan.config import GANConfig
+from pfagan.data import ConditioningSource, load_conditioning
+from pfagan.generation import GenerateConfig, run_generate
+from pfagan.sampling import histogram_for_mean
+from pfagan.training import fit as fit_gan
+from pfagan.training import generator_uri
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run needs; a preset gives the defaults, options override them."""
+
+    preset: str
+    work: str
+    ava_dir: str | None = None  # ava: the AVA package (AVA.txt, tags, challenges, lists)
+    images: str | None = None  # ava: the photos
+    n: int = 500  # demo: synthetic photos
+    size: int = 256  # demo: their long side
+    seed: int = 0
+    fit_method: str = DEFAULT_METHOD
+    backbone: str = "resnet18"
+    train_size: int = 128
+    train_epochs: int = 2
+    train_workers: int = 2
+    device: str = "cpu"
+    clusters: int = 10
+    explain_sample: int = 8
+    gan_resolution: int = 32
+    gan_channels: int = 32
+    gan_epochs: int = 10
+    gan_means: tuple[float, ...] = (3.0, 5.0, 7.0)
+    force: bool = False
+
+    @property
+    def synthetic(self) -> bool:
+        return self.preset == "demo"
+
+    def uri(self, *parts: str) -> str:
+        return storage.join(self.work, *parts)
+
+    @property
+    def manifest(self) -> str:
+        return self.uri("ava", MANIFEST_FILE)
+
+    @property
+    def truth(self) -> str | None:
+        return self.uri("synthetic", "truth.parquet") if self.synthetic else None
+
+    @property
+    def photos(self) -> str:
+        return self.uri("synthetic", "images") if self.synthetic else self.images
+
+
+PRESETS: dict[str, dict] = {
+    # 2 cores, about 10 minutes: a small synthetic AVA and small models.
+    "demo": {},
+    # A real AVA copy on a GPU cluster: the paper's backbone and crop, more epochs.
+    "ava": {"backbone": "efficientnet_lite0", "train_size": 224, "train_epochs": 10,
+            "train_workers": 4, "device": "cuda", "explain_sample": 32, "gan_resolution": 64,
+            "gan_channels": 64, "gan_epochs": 50, "gan_means": (3.0, 4.0, 5.0, 6.0, 7.0)},
+}
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
     outputs: tuple[str, ...]  # relative to the work folder; all present -> the stage is done
-    run: Callable[[str, argparse.Namespace], list[str]]  # returns summary lines
+    run: Callable[[Settings], list[str]]  # returns summary lines
+    presets: tuple[str, ...] = tuple(PRESETS)
 
 
-def _synthetic(work: str, args) -> list[str]:
-    config = SyntheticConfig(n=args.n, size=args.size, seed=args.seed)
-    return generate(config, storage.join(work, "synthetic")).lines()
+def _synthetic(s: Settings) -> list[str]:
+    return generate(SyntheticConfig(n=s.n, size=s.size, seed=s.seed), s.uri("synthetic")).lines()
 
 
-def _prepare(work: str, args) -> list[str]:
-    synthetic = storage.join(work, "synthetic")
-    return build_manifest(synthetic, storage.join(work, "ava"),
-                          images=storage.join(synthetic, "images")).lines()
+def _prepare(s: Settings) -> list[str]:
+    ava_dir = s.uri("synthetic") if s.synthetic else s.ava_dir
+    return build_manifest(ava_dir, s.uri("ava"), images=s.photos).lines()
 
 
-def _fit(work: str, args) -> list[str]:
-    summary = fit_distributions(storage.join(work, "ava", MANIFEST_FILE),
-                                storage.join(work, "fits"), method=args.fit_method)
+def _fit(s: Settings) -> list[str]:
+    summary = fit_distributions(s.manifest, s.uri("fits"), method=s.fit_method)
     return [f"{key}: {value}" for key, value in summary.items()]
 
 
-def _teacher(work: str, args) -> list[str]:
-    config = TeacherJobConfig(input=storage.join(work, "ava", MANIFEST_FILE),
-                              out=storage.join(work, "teacher"))
-    return run_teacher(config).lines()
+def _teacher(s: Settings) -> list[str]:
+    return run_teacher(TeacherJobConfig(input=s.manifest, out=s.uri("teacher"), device=s.device)).lines()
 
 
-def _train(work: str, args, task: str, init: str, model_file: str) -> list[str]:
+def _run_name(s: Settings, name: str) -> str:
+    """A run per model and preset; with --force the earlier run goes, so training starts over
+    instead of resuming from its last checkpoint."""
+    run = f"{name}-{s.preset}"
+    if s.force:
+        storage.remove(s.uri("runs", run), recursive=True)
+    return run
+
+
+def _train(s: Settings, task: str, init: str, model_file: str) -> list[str]:
     """Train on the train split and keep the final model at a stable path, ``models/NAME``."""
-    cfg = TrainConfig(task=task, backbone=args.backbone, init=init, loss="cdloss",
-                      epochs=args.train_epochs, image_size=args.train_size,
-                      batch_size=16, num_workers=2, cpus_per_worker=0.5)
-    rows = training_rows(storage.join(work, "ava", MANIFEST_FILE), "train",
-                         storage.join(work, "teacher", "teacher.parquet"))
-    runs = storage.join(work, "runs")
-    result = fit(cfg, rows, runs, task)
+    cfg = TrainConfig(task=task, backbone=s.backbone, init=init, loss="cdloss",
+                      epochs=s.train_epochs, image_size=s.train_size, batch_size=16,
+                      num_workers=s.train_workers, use_gpu=s.device == "cuda",
+                      cpus_per_worker=0.5 if s.device == "cpu" else 2.0)
+    rows = training_rows(s.manifest, "train", s.uri("teacher", "teacher.parquet"))
+    result = fit(cfg, rows, s.uri("runs"), _run_name(s, task))
     if result.error:
         raise RuntimeError(f"{task} failed: {result.error}")
-    target = storage.join(work, "models", model_file)
-    storage.write_bytes(target, storage.read_bytes(model_uri(result, runs)))
+    target = s.uri("models", model_file)
+    storage.write_bytes(target, storage.read_bytes(model_uri(result, s.uri("runs"))))
     last = final_state(result)["history"][-1]
     return [f"{len(rows)} images, {cfg.epochs} epochs, last loss {last['loss']:.4f}",
             f"model: {target}"]
 
 
-def _distill(work: str, args) -> list[str]:
-    return _train(work, args, "distill", "random", "distilled.pt")
+def _distill(s: Settings) -> list[str]:
+    return _train(s, "distill", "random", "distilled.pt")
 
 
-def _finetune(work: str, args) -> list[str]:
-    distilled = storage.join(work, "models", "distilled.pt")
-    return _train(work, args, "finetune", f"checkpoint:{distilled}", "finetuned.pt")
+def _finetune(s: Settings) -> list[str]:
+    return _train(s, "finetune", f"checkpoint:{s.uri('models', 'distilled.pt')}", "finetuned.pt")
 
 
-def _evaluate(work: str, args) -> list[str]:
-    models = tuple(storage.join(work, "models", f) for f in ("distilled.pt", "finetuned.pt"))
-    config = EvaluationConfig(manifest=storage.join(work, "ava", MANIFEST_FILE), models=models,
-                              out=storage.join(work, "eval"), variants=("distilled", "finetuned"),
-                              truth=storage.join(work, "synthetic", "truth.parquet"),
-                              image_size=args.train_size)
+def _evaluate(s: Settings) -> list[str]:
+    config = EvaluationConfig(manifest=s.manifest, out=s.uri("eval"),
+                              models=(s.uri("models", "distilled.pt"), s.uri("models", "finetuned.pt")),
+                              variants=("distilled", "finetuned"), truth=s.truth,
+                              image_size=s.train_size, device=s.device)
     return run_evaluation(config).lines()
 
 
-def _score(work: str, args) -> list[str]:
-    config = ScoreConfig(input=storage.join(work, "synthetic", "images"),
-                         out=storage.join(work, "scores"),
-                         model=storage.join(work, "models", "finetuned.pt"),
-                         image_size=args.train_size, overwrite=args.force)
+def _score(s: Settings) -> list[str]:
+    config = ScoreConfig(input=s.photos, out=s.uri("scores"), model=s.uri("models", "finetuned.pt"),
+                         image_size=s.train_size, device=s.device, overwrite=s.force)
     return run_score(config).lines()
 
 
-def _cluster(work: str, args) -> list[str]:
-    config = ClusterConfig(scores=storage.join(work, "scores"), out=storage.join(work, "clusters"),
-                           kmeans=KMeansConfig(k=args.clusters),
-                           truth=storage.join(work, "synthetic", "truth.parquet"))
+def _cluster(s: Settings) -> list[str]:
+    config = ClusterConfig(scores=s.uri("scores"), out=s.uri("clusters"),
+                           kmeans=KMeansConfig(k=s.clusters), truth=s.truth)
     return run_clustering(config).lines()
 
 
+def _explain(s: Settings) -> list[str]:
+    config = ExplainConfig(input=s.uri("scores"), out=s.uri("explain"),
+                           model=s.uri("models", "finetuned.pt"), attack=AttackConfig(budget=0.1),
+                           selection=Selection(sample=s.explain_sample, select="random", seed=s.seed),
+                           image_size=s.train_size, device=s.device, overwrite=True)
+    return run_explain(config).lines()
+
+
+def _pfagan(s: Settings) -> list[str]:
+    # Categories: the synthetic truth, else the clusters of the scored collection (the paper's way).
+    source = (ConditioningSource(manifest=s.manifest, truth=s.truth) if s.synthetic else
+              ConditioningSource(manifest=s.manifest, clusters=s.uri("clusters", "clusters.parquet")))
+    conditioning = load_conditioning(source)
+    cfg = GANConfig(num_categories=len(conditioning.categories), resolution=s.gan_resolution,
+                    g_channels=s.gan_channels, d_channels=s.gan_channels, epochs=s.gan_epochs,
+                    batch_size=32, num_workers=s.train_workers, use_gpu=s.device == "cuda",
+                    cpus_per_worker=0.5 if s.device == "cpu" else 2.0)
+    result = fit_gan(cfg, conditioning, s.uri("runs"), _run_name(s, "pfagan"))
+    if result.error:
+        raise RuntimeError(f"PFAGAN failed: {result.error}")
+    target = s.uri("models", "generator.pt")
+    storage.write_bytes(target, storage.read_bytes(generator_uri(result, s.uri("runs"))))
+    last = final_state(result)["history"][-1]
+    return [f"{conditioning.rows.num_rows} photos, {len(conditioning.categories)} categories, "
+            f"{cfg.describe()}, {cfg.epochs} epochs; last D loss {last['d_loss']:.3f}, "
+            f"G loss {last['g_loss']:.3f}", f"generator: {target}"]
+
+
+def _generate(s: Settings) -> list[str]:
+    config = GenerateConfig(checkpoint=s.uri("models", "generator.pt"), out=s.uri("generated"),
+                            histograms=tuple(tuple(histogram_for_mean(m)) for m in s.gan_means),
+                            n=4, apm=s.uri("models", "finetuned.pt"), device=s.device)
+    return run_generate(config).lines()
+
+
+def _report(s: Settings) -> list[str]:
+    histogram = s.uri("report", "score_histogram.png")
+    storage.write_bytes(histogram, plot_score_histogram(score_means(s.uri("scores"))))
+    report = Report(f"Photo aesthetics pipeline ({s.preset})", [
+        f"Work folder: `{s.work}`. Each section names the stage's full outputs."])
+    report.add(Section("Score distributions of the votes", [
+        f"Gaussian, Gamma and mirrored-Gamma fits per photo: `{s.uri('fits', 'report.md')}`."],
+        [("RMSE of the fits by mean-score bucket", s.uri("fits", "rmse_by_bucket.png")),
+         ("Example fits", s.uri("fits", "example_fits.png"))]))
+    report.add(Section("APM models on the test split", [
+        *_markdown_table(s.uri("eval", "metrics.md")), "",
+        f"Per category and plots: `{s.uri('eval', 'metrics.md')}`."],
+        [("Predicted vs true mean score", s.uri("eval", "scatter.png"))]))
+    report.add(Section("The scored library", [
+        f"Scores of every photo: `{s.uri('scores', 'scores')}`."],
+        [("Predicted mean scores of the library", histogram)]))
+    clusters = [line for line in storage.read_text(s.uri("clusters", "report.md")).splitlines()
+                if "Rand" in line]
+    report.add(Section("Semantic clusters", [*clusters, "",
+                                             f"All clusters: `{s.uri('clusters', 'report.md')}`."],
+                       [(f"Cluster {i}", s.uri("clusters", "sheets", name))
+                        for i, name in enumerate(_first_files(s.uri("clusters", "sheets"), 3))]))
+    report.add(Section("Where photos would have to change (adversarial heatmaps)", [
+        f"Table and all heatmaps: `{s.uri('explain')}`."],
+        [(f"Panel {name}", s.uri("explain", "panels", name))
+         for name in _first_files(s.uri("explain", "panels"), 2)]))
+    report.add(Section("PFAGAN samples", [
+        f"Generator: `{s.uri('models', 'generator.pt')}`; samples with the APM's scores: "
+        f"`{s.uri('generated', 'samples.parquet')}`."],
+        [("Category x conditioning mean score", s.uri("generated", "grid.png"))]))
+    return [f"report: {report.write(s.uri('report'))}"]
+
+
+def _markdown_table(uri: str) -> list[str]:
+    """The first Markdown table of a report file."""
+    lines = storage.read_text(uri).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+def _first_files(folder: str, n: int) -> list[str]:
+    return [info.uri.rsplit("/", 1)[-1] for info in storage.list_files(folder, (".png",))][:n]
+
+
 STAGES: tuple[Stage, ...] = (
-    Stage("synthetic", ("synthetic/AVA.txt", "synthetic/truth.parquet"), _synthetic),
+    Stage("synthetic", ("synthetic/AVA.txt", "synthetic/truth.parquet"), _synthetic, ("demo",)),
     Stage("prepare", (f"ava/{MANIFEST_FILE}",), _prepare),
     Stage("fit_distributions", ("fits/per_image.parquet", "fits/bucket_rmse.parquet",
                                 "fits/report.md"), _fit),
@@ -119,54 +262,100 @@ STAGES: tuple[Stage, ...] = (
     Stage("evaluate", ("eval/metrics.parquet", "eval/metrics.md"), _evaluate),
     Stage("score", ("scores/_job.json", "scores/_listing/_SUCCESS.json"), _score),
     Stage("cluster", ("clusters/clusters.parquet", "clusters/report.md"), _cluster),
+    Stage("explain", ("explain/explanations.parquet",), _explain),
+    Stage("pfagan", ("models/generator.pt",), _pfagan),
+    Stage("generate", ("generated/samples.parquet", "generated/grid.png"), _generate),
+    Stage("report", ("report/report.md",), _report),
 )
 
+EPILOG = """\
+presets:
+  demo  (default) a synthetic AVA of --n photos rendered here, small models (ResNet-18 at 128 px,
+        2 epochs; a 32 px PFAGAN), a local Ray: about 10 minutes on 2 cores
+  ava   a real AVA copy: --ava-dir (AVA.txt, tags.txt, challenges.txt, style and split lists)
+        and --images (the photos, a folder or s3:// prefix); EfficientNet-Lite0 at 224 px, 10
+        epochs, 4 GPU workers, PFAGAN at 64 px with categories from the clusters; meant for a
+        cluster (--ray-address or RAY_ADDRESS, or `ray job submit`)
+Options given explicitly override the preset.
 
-def main(argv: list[str] | None = None) -> int:
-    p = _cli.parser(
-        "Run every stage on a small synthetic AVA: make it, prepare the manifest, fit the "
-        "score distributions, compute the ImageNet teacher's softmax, distil it into a student, "
-        "fine-tune the student for score distributions, evaluate both, score every photo "
-        "with the fine-tuned model and cluster the scores. Prints where each output is.",
-        "stages: " + ", ".join(s.name for s in STAGES))
+stages: """ + ", ".join(s.name for s in STAGES) + """
+The last, report, writes WORK/report/report.md with the figures the reader looks at first
+(fits, the metrics table, the library's score histogram, cluster sheets, heatmaps, a GAN grid).
+
+examples:
+  python -m jobs.pipeline                                   # demo in ./work
+  python -m jobs.pipeline --preset ava --ava-dir s3://b/AVA_dataset --images s3://b/images \\
+      --work s3://b/pipeline --ray-address auto
+"""
+
+
+def parse_settings(argv: list[str] | None) -> tuple[Settings, argparse.Namespace]:
+    p = _cli.parser("Run every stage, from photos to a report: prepare the data, fit score "
+                    "distributions, compute the teacher's softmax, distil and fine-tune the APM, "
+                    "evaluate, score the library, cluster it, explain a sample, train PFAGAN, "
+                    "generate samples, and write a report.", EPILOG)
+    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
     p.add_argument("--work", default="work", metavar="DIR|s3://...",
                    help="work folder for every stage's outputs (default ./work)")
-    p.add_argument("--n", type=int, default=500, help="synthetic images (default 500)")
-    p.add_argument("--size", type=int, default=256, help="synthetic image long side (default 256)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fit-method", default=DEFAULT_METHOD, choices=list(METHODS),
+    p.add_argument("--ava-dir", metavar="DIR|s3://...", help="ava: the AVA package")
+    p.add_argument("--images", metavar="DIR|s3://...", help="ava: the photos")
+    p.add_argument("--n", type=int, help="demo: synthetic photos (default 500)")
+    p.add_argument("--size", type=int, help="demo: synthetic photo long side (default 256)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--fit-method", choices=list(METHODS),
                    help=f"how score distributions are fitted (default {DEFAULT_METHOD})")
-    p.add_argument("--backbone", default="resnet18", help="student backbone (default resnet18)")
-    p.add_argument("--train-size", type=int, default=128,
-                   help="training crop size in pixels (default 128)")
-    p.add_argument("--train-epochs", type=int, default=2, help="epochs per training stage")
-    p.add_argument("--clusters", type=int, default=10,
-                   help="k of the semantic clusters (default 10, the synthetic categories)")
-    p.add_argument("--force", action="store_true", help="redo stages whose outputs exist")
+    p.add_argument("--backbone", help="student backbone (demo resnet18, ava efficientnet_lite0)")
+    p.add_argument("--train-size", type=int, help="training crop in pixels (demo 128, ava 224)")
+    p.add_argument("--train-epochs", type=int, help="epochs per training stage (demo 2, ava 10)")
+    p.add_argument("--train-workers", type=int, help="Ray Train workers (demo 2, ava 4)")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="where models run (demo cpu, ava cuda)")
+    p.add_argument("--clusters", type=int, help="k of the semantic clusters (default 10)")
+    p.add_argument("--explain-sample", type=int, help="photos to explain (demo 8, ava 32)")
+    p.add_argument("--gan-resolution", type=int, choices=[32, 64, 128], help="demo 32, ava 64")
+    p.add_argument("--gan-epochs", type=int, help="PFAGAN epochs (demo 10, ava 50)")
+    p.add_argument("--force", action="store_true", default=None,
+                   help="redo stages whose outputs exist")
     p.add_argument("--until", choices=[s.name for s in STAGES], default=STAGES[-1].name,
                    help="last stage to run (default: all)")
     _cli.add_ray_args(p)
     args = p.parse_args(argv)
     _cli.setup(args)
-    args.work = storage.normalize(args.work)
+    settings = replace(Settings(args.preset, storage.normalize(args.work)), **PRESETS[args.preset])
+    given = {f.name: getattr(args, f.name) for f in fields(Settings)
+             if f.name not in ("preset", "work") and getattr(args, f.name, None) is not None}
+    settings = replace(settings, **given)
+    if settings.preset == "ava" and not (settings.ava_dir and settings.images):
+        p.error("--preset ava needs --ava-dir and --images")
+    return settings, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, args = parse_settings(argv)
     try:
-        storage.check_output(args.work)
+        storage.check_output(settings.work)
+        for uri in filter(None, (settings.ava_dir, settings.images)):
+            storage.check_input(uri)
     except storage.StorageError as err:
         _cli.fail(str(err))
     init_ray(args.ray_address)
-    last = [s.name for s in STAGES].index(args.until)
-    for stage in STAGES[:last + 1]:
-        outputs = [storage.join(args.work, o) for o in stage.outputs]
-        if not args.force and all(storage.exists(o) for o in outputs):
+    names = [s.name for s in STAGES if settings.preset in s.presets]
+    if args.until not in names:
+        _cli.fail(f"--until {args.until}: preset {settings.preset} has no such stage "
+                  f"({', '.join(names)})")
+    stages = [s for s in STAGES if s.name in names][:names.index(args.until) + 1]
+    started = time.perf_counter()
+    for stage in stages:
+        outputs = [settings.uri(o) for o in stage.outputs]
+        if not settings.force and all(storage.exists(o) for o in outputs):
             print(f"[{stage.name}] skipped: outputs exist ({', '.join(outputs)})")
             continue
         start = time.perf_counter()
-        lines = stage.run(args.work, args)
+        lines = stage.run(settings)
         print(f"[{stage.name}] done in {time.perf_counter() - start:.1f} s")
-        print("\n".join("    " + line for line in lines))
-    print("outputs:")
-    for stage in STAGES[:last + 1]:
-        print(f"  {stage.name}: " + ", ".join(storage.join(args.work, o) for o in stage.outputs))
+        print("\n".join("    " + line for line in lines), flush=True)
+    print(f"pipeline ({settings.preset}) finished in {time.perf_counter() - started:.0f} s; outputs:")
+    for stage in stages:
+        print(f"  {stage.name}: " + ", ".join(settings.uri(o) for o in stage.outputs))
     return 0
 
 

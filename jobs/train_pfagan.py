@@ -23,7 +23,7 @@ Conditioning (one category and one normalised 10-bin score histogram per photo):
   --manifest M                AVA's first semantic tag as the category (untagged photos skipped)
 Photos come from the manifest's (or the scores table's) uri column.
 
-Ray Train runs --workers workers with DDP over the generator and the discriminator (gloo on
+Ray Train runs --num-workers workers with DDP over the generator and the discriminator (gloo on
 CPUs; with --device cuda one GPU each, NCCL and bf16 autocast). Every epoch ends with a
 checkpoint under OUT/NAME: state.pt (both networks, the moving average of the generator, the
 optimisers, counters, loss history) and generator.pt (the averaged generator with its config
@@ -33,7 +33,7 @@ checkpoint; rerunning the same --out and --name resumes (raise --epochs to train
 example (a synthetic AVA from jobs.make_synthetic and jobs.prepare_ava):
   python -m jobs.train_pfagan --manifest work/ava/manifest.parquet \\
       --truth work/synthetic/truth.parquet --out work/runs --name pfagan-32 \\
-      --resolution 32 --epochs 20 --workers 2
+      --resolution 32 --epochs 20 --num-workers 2
 """
 
 
@@ -68,14 +68,7 @@ def parser() -> argparse.ArgumentParser:
                    help="decay of the generator's moving average (default 0.999)")
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="centre crops without flips instead of random windows and flips")
-    p.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0,
-                   help="CPUs each worker reserves; the rest decode photos (default 1)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                   help="cuda: one GPU per worker, NCCL, bf16 autocast")
-    p.add_argument("--max-failures", type=int, default=2,
-                   help="worker-group restarts from the last checkpoint (default 2)")
-    _cli.add_ray_args(p)
+    _cli.add_ray_train_args(p)
     return p
 
 
@@ -93,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             num_categories=len(conditioning.categories), resolution=args.resolution,
             z_dim=args.z_dim, g_channels=args.g_channels, d_channels=args.d_channels,
             g_lr=args.g_lr, d_lr=args.d_lr, n_critic=args.n_critic, ema_decay=args.ema_decay,
-            batch_size=args.batch_size, epochs=args.epochs, num_workers=args.workers,
+            batch_size=args.batch_size, epochs=args.epochs, num_workers=args.num_workers,
             use_gpu=args.device == "cuda", cpus_per_worker=args.cpus_per_worker,
             augment=args.augment)
         init_ray(args.ray_address)

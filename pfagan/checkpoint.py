@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from apm import storage
+from apm.models.checkpoint import describe_source, read_format
 from apm.models.weights import WeightsMismatchError, load_exact
 from pfagan.config import GANConfig
 from pfagan.generator import Generator
@@ -57,16 +58,9 @@ def save_generator(generator: Generator, categories: Sequence[str], uri: str) ->
 
 def load_generator(source: str | bytes) -> StoredGenerator:
     """The generator stored in a checkpoint (a URI or its bytes), on the CPU, in eval mode."""
-    what = f"checkpoint of {len(source)} bytes" if isinstance(source, bytes) else f"checkpoint {source}"
-    data = source if isinstance(source, bytes) else storage.read_bytes(source)
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for foreign or damaged files
-        raise GeneratorCheckpointError(f"{what} is not a readable PFAGAN checkpoint: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise GeneratorCheckpointError(f"{what} is not a PFAGAN generator checkpoint: "
-                                       f"format {found!r}, expected {CHECKPOINT_FORMAT!r}")
+    what = describe_source(source)
+    payload = read_format(source, CHECKPOINT_FORMAT, "a PFAGAN generator checkpoint",
+                          GeneratorCheckpointError)
     unknown = payload["config"].keys() - {f.name for f in fields(GANConfig)}
     if unknown:
         raise GeneratorCheckpointError(f"{what} has config fields this version does not know: "

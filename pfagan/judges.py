@@ -17,6 +17,7 @@ from scipy import linalg
 
 from apm import storage
 from apm.models import APM
+from apm.models.checkpoint import read_format
 from apm.preprocessing import crop_size, image_transform
 from apm.schemas import NUM_BINS
 from apm.scoring import load_scoring_model
@@ -91,13 +92,7 @@ class CategoryClassifier:
 
     @classmethod
     def load(cls, uri: str) -> CategoryClassifier:
-        try:
-            payload = torch.load(io.BytesIO(storage.read_bytes(uri)), weights_only=True)
-        except Exception as err:  # torch raises several types for foreign files
-            raise ValueError(f"{uri} is not a category classifier file: {err}") from err
-        if not isinstance(payload, dict) or payload.get("format") != CLASSIFIER_FORMAT:
-            raise ValueError(f"{uri} is not a category classifier file (format "
-                             f"{payload.get('format') if isinstance(payload, dict) else None!r})")
+        payload = read_format(uri, CLASSIFIER_FORMAT, "a category classifier file")
         return cls(payload["apm_model"], int(payload["image_size"]), tuple(payload["categories"]),
                    *(payload[k].numpy() for k in ("centre", "scale", "coef", "intercept")))
 

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from apm import storage
-from apm.training.loop import STATE_FILE, _autocast
-from apm.training.trainer import run_config
+from apm.training.loop import STATE_FILE, autocast_for
+from apm.training.trainer import run_config, warn_if_no_cpu_for_data
 from pfagan.checkpoint import generator_bytes
 from pfagan.config import GANConfig
 from pfagan.data import Conditioning, gan_dataset, to_model_range
@@ -88,11 +88,11 @@ def _d_step(nets: _Nets, cfg: GANConfig, real, category, hist, device) -> tuple[
     """One discriminator step; its loss and mean logits on real and generated photos."""
     n = len(real)
     z = torch.randn(n, cfg.z_dim, device=device)
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), autocast_for(device):
         fake = nets.g_core(z, category, hist)
     # One forward over real and fake together: DDP expects one forward per backward, and the
     # discriminator has no batch norm that mixing the two could disturb.
-    with _autocast(device):
+    with autocast_for(device):
         logits = nets.d(torch.cat([real, fake.to(real.dtype)]), category.repeat(2),
                         hist.repeat(2, 1)).float()
     loss = d_hinge_loss(logits[:n], logits[n:])
@@ -108,7 +108,7 @@ def _g_step(nets: _Nets, cfg: GANConfig, category, hist, device, g_step: int) ->
     z = torch.randn(len(category), cfg.z_dim, device=device)
     # The discriminator's core, not its DDP wrapper: its weights get no gradient here
     # (backward(inputs=...) stops at the generator), which a DDP wrapper would wait for.
-    with _autocast(device):
+    with autocast_for(device):
         logits = nets.d_core(nets.g(z, category, hist), category, hist).float()
     loss = g_hinge_loss(logits)
     nets.g_opt.zero_grad(set_to_none=True)
@@ -197,6 +197,7 @@ def fit(cfg: GANConfig, conditioning: Conditioning, storage_uri: str, name: str,
     if cfg.num_categories != len(conditioning.categories):
         raise ValueError(f"the config has {cfg.num_categories} categories, the data "
                          f"{len(conditioning.categories)}")
+    warn_if_no_cpu_for_data(cfg.num_workers, cfg.cpus_per_worker)
     if cfg.use_gpu and not torch.cuda.is_available():
         log.warning("use_gpu: this driver sees no GPU; the workers must have them")
     trainer = TorchTrainer(

@@ -97,3 +97,14 @@ def real_ava_dir() -> Path:
     if not (path / "AVA.txt").exists():
         pytest.skip(f"real AVA labels not found at {path} (../shared is absent on this machine)")
     return path
+
+
+def small_synthetic_ava(root: Path, n: int, seed: int) -> tuple[str, str]:
+    """A synthetic AVA of ``n`` 48-px photos under ``root``: its manifest and truth URIs."""
+    from apm.manifest import build_manifest
+    from apm.synthetic.dataset import SyntheticConfig, generate
+
+    generate(SyntheticConfig(n=n, size=48, seed=seed, test_fraction=0.25), str(root / "synthetic"))
+    summary = build_manifest(str(root / "synthetic"), str(root / "ava"),
+                             images=str(root / "synthetic" / "images"))
+    return summary.manifest_uri, str(root / "synthetic" / "truth.parquet")

@@ -8,10 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from conftest import small_synthetic_ava
 
 from apm import storage
-from apm.manifest import build_manifest
-from apm.synthetic.dataset import CATEGORY_TAGS, TAG_NAMES, SyntheticConfig, generate
+from apm.synthetic.dataset import CATEGORY_TAGS, TAG_NAMES
 from jobs import train_pfagan
 from pfagan.checkpoint import GeneratorCheckpointError, generator_bytes, load_generator, save_generator
 from pfagan.config import GANConfig
@@ -136,7 +136,7 @@ def test_generator_checkpoint_round_trip(tmp_path):
     with pytest.raises(ValueError, match="3 category names"):
         generator_bytes(generator, ["a", "b", "c"])
     (tmp_path / "other.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(GeneratorCheckpointError, match="not a readable PFAGAN checkpoint"):
+    with pytest.raises(GeneratorCheckpointError, match="not readable as a PFAGAN generator checkpoint"):
         load_generator(str(tmp_path / "other.pt"))
 
 
@@ -170,11 +170,7 @@ def test_conditioning_source_needs_histograms():
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory, ray_local):
-    root = tmp_path_factory.mktemp("pfagan")
-    generate(SyntheticConfig(n=32, size=48, seed=5, test_fraction=0.25), str(root / "synthetic"))
-    summary = build_manifest(str(root / "synthetic"), str(root / "ava"),
-                             images=str(root / "synthetic" / "images"))
-    return summary.manifest_uri, str(root / "synthetic" / "truth.parquet")
+    return small_synthetic_ava(tmp_path_factory.mktemp("pfagan"), n=32, seed=5)
 
 
 def test_conditioning_from_a_synthetic_ava(synthetic, tmp_path):
@@ -201,7 +197,7 @@ def _train(synthetic, out: Path, epochs: int, capsys) -> tuple[str, dict]:
     manifest, truth = synthetic
     assert train_pfagan.main([
         "--manifest", manifest, "--truth", truth, "--out", str(out), "--name", "tiny",
-        "--resolution", "32", "--epochs", str(epochs), "--batch-size", "4", "--workers", "2",
+        "--resolution", "32", "--epochs", str(epochs), "--batch-size", "4", "--num-workers", "2",
         "--cpus-per-worker", "0.5", "--z-dim", "16", "--g-channels", "8", "--d-channels", "8"]) == 0
     uri = capsys.readouterr().out.split("generator checkpoint: ")[1].strip()
     state = torch.load(Path(uri).parent / "state.pt", weights_only=True)

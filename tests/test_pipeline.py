@@ -1,14 +1,18 @@
 """The main job on its embedded default: every stage, then a rerun that skips them."""
 from __future__ import annotations
 
+import re
+import shutil
+
 import pyarrow.parquet as pq
+import pytest
 
 from apm.models import load_checkpoint
-from apm.schemas import BUCKET_RMSE_SCHEMA, MANIFEST_SCHEMA, PER_IMAGE_FIT_SCHEMA
+from apm.schemas import BUCKET_RMSE_SCHEMA, MANIFEST_SCHEMA, PER_IMAGE_FIT_SCHEMA, SAMPLES_SCHEMA
 from jobs import pipeline
 
 SMALL = ["--n", "40", "--size", "64", "--train-size", "32", "--train-epochs", "1",
-         "--clusters", "4"]
+         "--clusters", "4", "--explain-sample", "2", "--gan-epochs", "1"]
 
 
 def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
@@ -17,7 +21,7 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
     out = capsys.readouterr().out
     work = tmp_path / "work"
     for stage in ("synthetic", "prepare", "fit_distributions", "teacher", "distill", "finetune",
-                  "evaluate", "score", "cluster"):
+                  "evaluate", "score", "cluster", "explain", "pfagan", "generate", "report"):
         assert f"[{stage}] done" in out
     manifest = pq.read_table(work / "ava" / "manifest.parquet")
     assert manifest.schema == MANIFEST_SCHEMA and manifest.num_rows == 40
@@ -33,6 +37,21 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
     clusters = pq.read_table(work / "clusters" / "clusters.parquet")
     assert sorted(clusters.column("uri").to_pylist()) == sorted(scores["uri"])
 
+    explanations = pq.read_table(work / "explain" / "explanations.parquet")
+    assert explanations.num_rows == 4 and set(explanations.column("status").to_pylist()) == {"ok"}
+    samples = pq.read_table(work / "generated" / "samples.parquet")
+    assert samples.schema == SAMPLES_SCHEMA
+    # every synthetic category x the demo's three conditioning means x 4 samples, each scored
+    assert samples.num_rows == 10 * 3 * 4
+    assert samples.column("pred_mean").null_count == 0
+    report = (work / "report" / "report.md").read_text()
+    figures = re.findall(r"!\[[^]]*\]\((figures/[^)]+)\)", report)
+    for expected in ("rmse_by_bucket", "scatter", "score_histogram", "cluster_", "grid"):
+        assert any(expected in f for f in figures), expected
+    assert all((work / "report" / f).stat().st_size > 0 for f in figures)
+    assert "not written" not in report
+    assert "| finetuned |" in report  # the metrics table
+
     stamp = (work / "ava" / "manifest.parquet").stat().st_mtime_ns
     assert pipeline.main(SMALL) == 0
     out = capsys.readouterr().out
@@ -42,6 +61,25 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
     assert pipeline.main([*SMALL, "--force", "--until", "prepare"]) == 0
     assert "[prepare] done" in capsys.readouterr().out
     assert (work / "ava" / "manifest.parquet").stat().st_mtime_ns != stamp
+
+    # The ava preset on the same photos as an "AVA copy": the stages done above are skipped and
+    # PFAGAN now takes its categories from the clusters of the scored library.
+    for done in ("models/generator.pt", "generated", "report"):
+        shutil.rmtree(work / done) if (work / done).is_dir() else (work / done).unlink()
+    ava = ["--preset", "ava", "--ava-dir", str(work / "synthetic"), "--images",
+           str(work / "synthetic" / "images"), "--device", "cpu", "--backbone", "resnet18",
+           "--train-workers", "2", "--gan-resolution", "32", *SMALL[4:]]
+    assert pipeline.main(ava) == 0
+    out = capsys.readouterr().out
+    assert "[synthetic]" not in out and "[pfagan] done" in out and "[report] done" in out
+    samples = pq.read_table(work / "generated" / "samples.parquet")
+    assert set(samples.column("category").to_pylist()) == {f"cluster_{i}" for i in range(4)}
+
+
+def test_ava_preset_needs_the_ava_copy(capsys):
+    with pytest.raises(SystemExit):
+        pipeline.main(["--preset", "ava"])
+    assert "--ava-dir and --images" in capsys.readouterr().err
 
 
 def test_pipeline_through_s3(s3_bucket, ray_local, capsys):

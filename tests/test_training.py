@@ -5,11 +5,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from conftest import small_synthetic_ava
 
 from apm import storage
-from apm.manifest import build_manifest
 from apm.models import load_checkpoint, trained_image_size
-from apm.synthetic.dataset import SyntheticConfig, generate
 from apm.training.data import training_rows
 from apm.training.loop import TrainConfig
 from apm.training.trainer import final_state, fit, model_uri
@@ -21,11 +20,7 @@ SMALL = {"backbone": "resnet18", "init": "random", "image_size": 32, "batch_size
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory, ray_local):
-    root = tmp_path_factory.mktemp("train")
-    generate(SyntheticConfig(n=24, size=48, seed=3, test_fraction=0.25), str(root / "synthetic"))
-    summary = build_manifest(str(root / "synthetic"), str(root / "ava"),
-                             images=str(root / "synthetic" / "images"))
-    return summary.manifest_uri
+    return small_synthetic_ava(tmp_path_factory.mktemp("train"), n=24, seed=3)[0]
 
 
 def with_teacher(rows: pa.Table) -> pa.Table:

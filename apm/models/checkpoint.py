@@ -47,27 +47,36 @@ def save_checkpoint(model: APM, uri: str, image_size: int | None = None) -> None
     storage.write_bytes(uri, checkpoint_bytes(model, image_size))
 
 
-def _describe_source(source: str | bytes) -> str:
+def describe_source(source: str | bytes) -> str:
     return f"checkpoint of {len(source)} bytes" if isinstance(source, bytes) else f"checkpoint {source}"
 
 
-def _payload(source: str | bytes) -> dict:
-    what = _describe_source(source)
+def read_format(source: str | bytes, expected: str, kind: str,
+                error: type[ValueError] = CheckpointError) -> dict:
+    """The payload of a torch file written with ``"format": expected`` (a URI or its bytes).
+
+    Files hold only tensors, strings and numbers (``weights_only=True``); a foreign, damaged or
+    other-format file raises ``error`` naming the source and ``kind`` ("an APM checkpoint", ...).
+    """
+    what = describe_source(source)
     data = source if isinstance(source, bytes) else storage.read_bytes(source)
     try:
         payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for foreign or damaged files
-        raise CheckpointError(f"{what} is not a readable APM checkpoint: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise error(f"{what} is not readable as {kind}: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format") != expected:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise CheckpointError(f"{what} is not an APM checkpoint: "
-                              f"format {found!r}, expected {CHECKPOINT_FORMAT!r}")
+        raise error(f"{what} is not {kind}: format {found!r}, expected {expected!r}")
     return payload
+
+
+def _payload(source: str | bytes) -> dict:
+    return read_format(source, CHECKPOINT_FORMAT, "an APM checkpoint")
 
 
 def read_checkpoint(source: str | bytes) -> tuple[APMConfig, dict[str, Tensor]]:
     """The stored config and state dict of a checkpoint (a URI or its bytes)."""
-    what = _describe_source(source)
+    what = describe_source(source)
     payload = _payload(source)
     known = {f.name for f in fields(APMConfig)}
     stored = payload["config"]
@@ -105,7 +114,7 @@ def _load_weights(model: APM, state_dict: dict[str, Tensor], what: str) -> None:
 
 def load_state(model: APM, source: str | bytes) -> APM:
     """Load a checkpoint into ``model``; its architecture must match ``model.config``."""
-    what = _describe_source(source)
+    what = describe_source(source)
     stored, state_dict = read_checkpoint(source)
     check_architecture(stored, model.config, what)
     _load_weights(model, state_dict, what)
@@ -118,7 +127,7 @@ def load_checkpoint(source: str | bytes, expected: APMConfig | None = None) -> A
     With ``expected``, the checkpoint must hold that architecture (CheckpointError naming both
     otherwise) and the model gets ``expected``'s dropout; without, the stored config is used.
     """
-    what = _describe_source(source)
+    what = describe_source(source)
     stored, state_dict = read_checkpoint(source)
     if expected is not None:
         check_architecture(stored, expected, what)

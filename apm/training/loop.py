@@ -63,7 +63,8 @@ class TrainConfig:
         return self.task == "distill" or self.semantic_weight > 0
 
 
-def _autocast(device: torch.device):
+def autocast_for(device: torch.device):
+    """bf16 autocast on GPUs; float32 on CPUs (without AMX, bf16 is slower there)."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -145,7 +146,7 @@ def train_loop_per_worker(config: dict) -> None:
             x = (batch["image"].permute(0, 3, 1, 2).float() / 255.0 - mean) / std
             if device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
+            with autocast_for(device):
                 output = model(x)
             loss = _loss(cfg, output, batch)
             optimizer.zero_grad(set_to_none=True)

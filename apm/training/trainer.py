@@ -27,6 +27,20 @@ def run_config(name: str, storage_uri: str, max_failures: int):
                      worker_runtime_env={"env_vars": storage.ray_env_vars()})
 
 
+def warn_if_no_cpu_for_data(num_workers: int, cpus_per_worker: float) -> None:
+    """Ray Data decodes the photos with the CPUs the training workers leave free; with none left
+    training waits forever unless the cluster grows, so say so before it starts."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    left = total - num_workers * cpus_per_worker
+    if left < 1:
+        log.warning("%d workers x %g CPUs reserve %g of the cluster's %g CPUs, leaving %g to decode "
+                    "photos: training will wait for data unless the cluster adds nodes; lower "
+                    "--cpus-per-worker or --num-workers", num_workers, cpus_per_worker,
+                    num_workers * cpus_per_worker, total, max(left, 0.0))
+
+
 def fit(cfg: TrainConfig, rows: pa.Table, storage_uri: str, name: str, max_failures: int = 2):
     """Train on ``rows`` (from :func:`apm.training.data.training_rows`); returns Ray's Result.
 
@@ -39,6 +53,7 @@ def fit(cfg: TrainConfig, rows: pa.Table, storage_uri: str, name: str, max_failu
         raise ValueError(f"task {cfg.task!r} needs teacher probabilities (--teacher)")
     if cfg.use_gpu and not torch.cuda.is_available():
         log.warning("use_gpu: this driver sees no GPU; the workers must have them")
+    warn_if_no_cpu_for_data(cfg.num_workers, cfg.cpus_per_worker)
     dataset = image_dataset(rows, IngestConfig(image_size=cfg.image_size))
     trainer = TorchTrainer(
         train_loop_per_worker,
