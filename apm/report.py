@@ -11,11 +11,12 @@ import posixpath
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 from matplotlib.figure import Figure
 
 from apm import storage
+from apm.clustering.source import scores_files
 from apm.fit_report import png_bytes
 from apm.schemas import NUM_BINS
 
@@ -59,9 +60,8 @@ class Report:
 
 def score_means(scores: str) -> np.ndarray:
     """The predicted mean of every photo scored ``ok`` in a ``jobs.score`` output."""
-    fs, path = storage.arrow_filesystem(scores)
-    table = ds.dataset(posixpath.join(path, "scores"), filesystem=fs, format="parquet").to_table(
-        columns=["status", "mean"])
+    table = pa.concat_tables(storage.read_table(uri, columns=["status", "mean"])
+                             for uri in scores_files(scores))
     ok = table.filter(pc.equal(table["status"], "ok"))
     return ok["mean"].to_numpy(zero_copy_only=False).astype(np.float64)
 
