@@ -27,10 +27,18 @@ from matplotlib.figure import Figure
 
 from apm import storage
 from apm.fit_report import png_bytes, votes_from_manifest
-from apm.inference import NO_ERROR, STATUS_ERROR, STATUS_OK, known_errors, predict_rows
+from apm.inference import (
+    NO_ERROR,
+    STATUS_ERROR,
+    STATUS_OK,
+    default_concurrency,
+    known_errors,
+    predict_rows,
+)
 from apm.metrics import OVERALL, evaluate, mean_scores
 from apm.models import (
     load_checkpoint,
+    optimize_for_inference,
     read_checkpoint,
     std_score,
 )
@@ -56,12 +64,12 @@ class PredictConfig:
     image_size: int = DEFAULT_IMAGE_SIZE  # the crop the model was trained on
     device: str = "cpu"
     batch_size: int = 32
-    concurrency: int = 1  # predictor actors (one GPU each on 'cuda')
+    concurrency: int | None = None  # predictor actors; default one per GPU / CPU of the cluster
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if min(self.image_size, self.batch_size, self.concurrency) < 1:
+        if min(self.image_size, self.batch_size, self.concurrency or 1) < 1:
             raise ValueError("image size, batch size and concurrency must be at least 1")
 
 
@@ -78,7 +86,7 @@ class EvaluationConfig:
     image_size: int | None = None  # default: each checkpoint's training crop (else 224)
     device: str = "cpu"
     batch_size: int = 32
-    concurrency: int = 1
+    concurrency: int | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -116,7 +124,7 @@ class APMPredictor:
     def __init__(self, model: str, image_size: int, device: str, storage_env: dict[str, str]) -> None:
         storage.apply_env(storage_env)  # the checkpoint may be on S3
         self.device = torch.device(device)
-        self.model = load_checkpoint(model).eval().to(self.device)
+        self.model = optimize_for_inference(load_checkpoint(model), image_size, self.device)
         self.transform = image_transform(self.model.config.backbone, image_size)
 
     @torch.inference_mode()
@@ -145,7 +153,8 @@ def _predict_batches(inputs: pa.Table, rows: np.ndarray, config: PredictConfig
     backbone = read_checkpoint(config.model)[0].backbone
     return predict_rows(inputs, rows, image_transform(backbone, config.image_size), APMPredictor,
                         {"model": config.model, "image_size": config.image_size},
-                        batch_size=config.batch_size, concurrency=config.concurrency,
+                        batch_size=config.batch_size,
+                        concurrency=config.concurrency or default_concurrency(config.device),
                         device=config.device)
 
 

@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="crop size (default: each checkpoint's training crop, else 224)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the models run")
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
-    p.add_argument("--concurrency", type=int, default=1,
-                   help="predictor actors per model, each loading the checkpoint once (default 1)")
+    p.add_argument("--concurrency", type=int,
+                   help="predictor actors per model, each loading the checkpoint once "
+                        "(default: one per GPU with --device cuda, else one per CPU)")
     _cli.add_ray_args(p)
     args = p.parse_args(argv)
     _cli.setup(args)

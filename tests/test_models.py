@@ -17,6 +17,7 @@ from apm.models import (
     WeightsMismatchError,
     checkpoint_bytes,
     create_apm,
+    fold_batch_norm,
     input_normalisation,
     is_high,
     list_backbones,
@@ -164,3 +165,51 @@ def test_foreign_file_is_not_a_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="is not an APM checkpoint"):
         load_checkpoint(str(tmp_path / "other.pt"))
+
+
+def _with_trained_statistics(model: torch.nn.Module) -> torch.nn.Module:
+    """Random batch-norm statistics and affine terms, as training leaves them (not 0 / 1)."""
+    for bn in model.modules():
+        if isinstance(bn, torch.nn.BatchNorm2d):
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.uniform_(bn.weight, 0.5, 1.5)
+            torch.nn.init.uniform_(bn.bias, -0.2, 0.2)
+    return model.eval()
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+def test_folding_batch_norm_keeps_the_outputs(backbone):
+    # EfficientNet-Lite's same-padding convolutions cannot be traced by torch.fx; hooks find them.
+    model = _with_trained_statistics(create_apm(APMConfig(backbone=backbone), "random"))
+    layers = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    folded, count = fold_batch_norm(model, torch.rand(1, 3, 64, 64))
+    assert count == layers > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == layers  # a copy
+    x = torch.rand(3, 3, 96, 96)
+    with torch.no_grad():
+        expected, got = model(x), folded(x)
+    torch.testing.assert_close(got.dist, expected.dist, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got.semantic_logits, expected.semantic_logits, rtol=1e-4, atol=1e-4)
+
+
+class _ConvOutputUsedTwice(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return self.bn(y) + y  # folding would change the skip's value too
+
+
+def test_folding_refuses_a_model_whose_outputs_would_change():
+    model = _with_trained_statistics(_ConvOutputUsedTwice())
+    x = torch.rand(2, 3, 16, 16)
+    same, count = fold_batch_norm(model, x)
+    assert count == 0
+    assert isinstance(same.bn, torch.nn.BatchNorm2d)
+    with torch.no_grad():
+        torch.testing.assert_close(same(x), model(x))

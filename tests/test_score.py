@@ -10,13 +10,15 @@ import pandas as pd
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
 from skimage import data as skdata
 
 from apm import storage
+from apm.inference import NO_ERROR
 from apm.listing import ListingConfig, build_listing
 from apm.schemas import SCORES_SCHEMA
-from apm.scoring import ScoreConfig, ShardWriter, run_score
+from apm.scoring import ScoreConfig, ScorePredictor, ShardWriter, load_scoring_model, run_score
 from jobs import score as score_job
 
 MODEL = "random:resnet18"
@@ -77,6 +79,28 @@ def _upload(root: str, objects: dict[str, bytes]) -> None:
 
 def _scores(out: str) -> pd.DataFrame:
     return storage.read_table(storage.join(out, "scores")).to_pandas()
+
+
+def test_predictor_scores_as_the_model_does():
+    """The actors' optimised model (batch norm folded) gives the model's own outputs."""
+    predictor = ScorePredictor(MODEL, SIZE, embedding=True, device="cpu", storage_env={})
+    photos = [skdata.astronaut(), skdata.chelsea(), skdata.coffee()]
+    crops = np.stack([predictor.transform.crop_bytes(_encode(Image.fromarray(p), "PNG"))
+                      for p in photos] + [np.zeros((SIZE, SIZE, 3), np.uint8)])
+    errors = np.array([NO_ERROR] * 3 + ["not found"], dtype=object)
+    out = predictor({"row": np.arange(4), "error": errors, "crop": crops,
+                     "width": np.zeros(4, np.int32), "height": np.zeros(4, np.int32)})
+    model = load_scoring_model(MODEL)
+    with torch.no_grad():
+        x = predictor.transform.normalize(torch.from_numpy(crops[:3]))
+        features = model.backbone(x)
+        expected = model.heads(features)
+    np.testing.assert_allclose(out["dist"][:3], expected.dist.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(out["mean"][:3], expected.mean.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(out["embedding"][:3].astype(np.float32), features.numpy(),
+                               rtol=1e-2, atol=1e-3)  # stored as float16
+    assert (out["top5_ids"][:3] == expected.semantic_logits.topk(5).indices.numpy()).all()
+    assert np.isnan(out["dist"][3]).all() and np.isnan(out["mean"][3])
 
 
 def test_s3_end_to_end_one_row_per_object(ray_local, s3_bucket):

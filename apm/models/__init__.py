@@ -30,14 +30,15 @@ from apm.models.checkpoint import (
     save_checkpoint,
     trained_image_size,
 )
+from apm.models.fusion import fold_batch_norm, optimize_for_inference
 from apm.models.init import TEACHER_WEIGHTS, create_apm, initialise, list_inits, register_init
 from apm.models.weights import WeightsMismatchError
 
 __all__ = [
     "APM", "APMConfig", "APMOutput", "Backbone", "CheckpointError", "HEADS", "HIGH_SCORE_THRESHOLD",
     "Normalisation", "RANDOM_PREFIX", "TEACHER_WEIGHTS", "WeightsMismatchError", "check_backbone",
-    "checkpoint_bytes",
-    "create_apm", "create_backbone", "initialise", "input_normalisation", "is_high", "list_backbones",
-    "list_inits", "load_checkpoint", "load_state", "mean_score", "read_checkpoint", "register_backbone",
+    "checkpoint_bytes", "create_apm", "create_backbone", "fold_batch_norm", "initialise",
+    "input_normalisation", "is_high", "list_backbones", "list_inits", "load_checkpoint",
+    "load_state", "mean_score", "optimize_for_inference", "read_checkpoint", "register_backbone",
     "register_init", "save_checkpoint", "std_score", "trained_image_size",
 ]
