@@ -69,8 +69,10 @@ class PredictConfig:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if min(self.image_size, self.batch_size, self.concurrency or 1) < 1:
-            raise ValueError("image size, batch size and concurrency must be at least 1")
+        if min(self.image_size, self.batch_size) < 1:
+            raise ValueError("image size and batch size must be at least 1")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,18 @@ log = logging.getLogger(__name__)
 FOLD_TOLERANCE = 1e-4
 
 
-def _conv_bn_pairs(model: nn.Module, example: Tensor) -> list[tuple[nn.Conv2d, nn.BatchNorm2d]]:
-    """(conv, bn) pairs in which the bn reads exactly the conv's output, once each."""
+def _outputs(model: nn.Module, example: Tensor) -> list[Tensor]:
+    with torch.no_grad():
+        out = model(example)
+    if isinstance(out, Tensor):
+        return [out]
+    return [v for v in vars(out).values() if isinstance(v, Tensor)]
+
+
+def _conv_bn_pairs(model: nn.Module, example: Tensor
+                   ) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], list[Tensor]]:
+    """(conv, bn) pairs in which the bn reads exactly the conv's output, once each; and the
+    model's outputs on ``example`` (the reference the folded model is checked against)."""
     last: dict[str, tuple[nn.Conv2d, Tensor]] = {}
     seen: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
 
@@ -40,23 +50,14 @@ def _conv_bn_pairs(model: nn.Module, example: Tensor) -> list[tuple[nn.Conv2d, n
              for m in model.modules()
              if isinstance(m, nn.Conv2d) or type(m) is nn.BatchNorm2d]
     try:
-        with torch.no_grad():
-            model(example)
+        outputs = _outputs(model, example)
     finally:
         for hook in hooks:
             hook.remove()
     # A module that runs more than once (shared weights) cannot be folded for one of its uses.
     convs = [c for c, _ in seen]
     bns = [b for _, b in seen]
-    return [(c, b) for c, b in seen if convs.count(c) == 1 and bns.count(b) == 1]
-
-
-def _outputs(model: nn.Module, example: Tensor) -> list[Tensor]:
-    with torch.no_grad():
-        out = model(example)
-    if isinstance(out, Tensor):
-        return [out]
-    return [v for v in vars(out).values() if isinstance(v, Tensor)]
+    return [(c, b) for c, b in seen if convs.count(c) == 1 and bns.count(b) == 1], outputs
 
 
 def fold_batch_norm(model: nn.Module, example: Tensor) -> tuple[nn.Module, int]:
@@ -67,7 +68,7 @@ def fold_batch_norm(model: nn.Module, example: Tensor) -> tuple[nn.Module, int]:
     folding would change the outputs beyond float rounding, the unfolded copy and 0.
     """
     model = copy.deepcopy(model).eval()
-    pairs = _conv_bn_pairs(model, example)
+    pairs, before = _conv_bn_pairs(model, example)
     if not pairs:
         return model, 0
     folded = copy.deepcopy(model)
@@ -80,7 +81,7 @@ def fold_batch_norm(model: nn.Module, example: Tensor) -> tuple[nn.Module, int]:
                                                       bn.running_var, bn.eps, bn.weight, bn.bias)
         parent, name = parents[bn]
         setattr(parent, name, nn.Identity())
-    before, after = _outputs(model, example), _outputs(folded, example)
+    after = _outputs(folded, example)
     worst = max(((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()
                 for a, b in zip(after, before))
     if worst > FOLD_TOLERANCE:
