@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from apm import storage
-from apm.inference import IMAGE_SUFFIXES, image_id_from_name, known_errors
+from apm.inference import IMAGE_SUFFIXES, known_errors
+from apm.names import image_id_from_name
 from apm.schemas import LISTING_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -85,8 +86,9 @@ def _mtime(info: dict) -> dt.datetime | None:
     return None
 
 
-def _rows(infos: list[tuple[str, dict]], scheme: str, suffixes: tuple[str, ...] | None,
+def _rows(infos: list[tuple[str, dict]], prefix: str, suffixes: tuple[str, ...] | None,
           skipped: Counter) -> list[dict]:
+    """Listing rows of the files among ``infos`` (fsspec paths inside ``prefix``'s store)."""
     rows = []
     for name, info in infos:
         if info.get("type") == "directory":
@@ -94,7 +96,7 @@ def _rows(infos: list[tuple[str, dict]], scheme: str, suffixes: tuple[str, ...] 
         if suffixes and not name.lower().endswith(suffixes):
             skipped[_suffix(name)] += 1
             continue
-        uri = scheme + name
+        uri = storage.uri_of(name, prefix)
         etag = info.get("ETag")
         rows.append({"uri": uri, "image_id": image_id_from_name(uri), "size": info.get("size"),
                      "mtime": _mtime(info), "etag": etag.strip('"') if etag else None,
@@ -119,40 +121,45 @@ def _list_subtree(prefix: str, folder: str, stem: str, suffixes: tuple[str, ...]
     """A Ray task: list everything below ``prefix`` and write it as parts named by ``stem``."""
     storage.apply_env(storage_env)
     fs, path = storage.filesystem(prefix)
-    scheme = "s3://" if storage.is_s3(prefix) else ""
     skipped: Counter = Counter()
-    rows = _rows(sorted(fs.find(path, detail=True).items()), scheme, suffixes, skipped)
+    rows = _rows(sorted(fs.find(path, detail=True).items()), prefix, suffixes, skipped)
     return _write_parts(rows, folder, stem, rows_per_part), len(rows), dict(skipped)
 
 
 def _walk(prefix: str, config: ListingConfig) -> tuple[list[tuple[str, dict]], list[str]]:
     """Files of the top levels, and the sub-folders (URIs) left to list in parallel."""
     fs, path = storage.filesystem(prefix)
-    scheme = "s3://" if storage.is_s3(prefix) else ""
     files: list[tuple[str, dict]] = []
+    whole: list[str] = []  # folders a task lists whole, without splitting them
     folders = [path]
     for _ in range(config.max_depth + 1):
         found: list[str] = []
         for folder in folders:
-            for info in fs.ls(folder, detail=True):
+            infos = fs.ls(folder, detail=True)
+            # An S3 key with an empty segment (``a//b.jpg``) shows as a sub-folder named like
+            # its parent, which fsspec cannot list apart: list that folder as one subtree.
+            if any(i.get("type") == "directory" and i["name"].rstrip("/") == folder.rstrip("/")
+                   for i in infos):
+                whole.append(folder)
+                continue
+            for info in infos:
                 if info.get("type") == "directory":
                     found.append(info["name"])
                 else:
                     files.append((info["name"], info))
         folders = sorted(found)
-        if not folders or len(folders) >= config.fanout:
+        if not folders or len(folders) + len(whole) >= config.fanout:
             break
-    return sorted(files), [scheme + f for f in folders]
+    return sorted(files), [storage.uri_of(f, prefix) for f in sorted(whole + folders)]
 
 
 def _list_prefix(config: ListingConfig, folder: str) -> tuple[list[str], int, Counter]:
     import ray
 
     prefix = storage.normalize(config.source)
-    scheme = "s3://" if storage.is_s3(prefix) else ""
     skipped: Counter = Counter()
     top, subfolders = _walk(prefix, config)
-    top_rows = _rows(top, scheme, config.suffixes, skipped)
+    top_rows = _rows(top, prefix, config.suffixes, skipped)
     parts = _write_parts(top_rows, folder, "00000", config.rows_per_part)
     rows = len(top_rows)
     task = ray.remote(num_cpus=0.25, max_retries=3)(_list_subtree)

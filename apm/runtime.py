@@ -14,8 +14,10 @@ log = logging.getLogger(__name__)
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Join the cluster at ``address`` (or ``RAY_ADDRESS``), else start a local Ray.
 
-    The S3 endpoint and credentials of this process travel to the workers as ``env_vars`` of
-    the job's runtime environment, so a ``--s3-endpoint`` given to the driver reaches them too.
+    The S3 settings of this process (endpoint, region, profile name, ...) travel to the workers
+    as ``env_vars`` of the job's runtime environment, so a ``--s3-endpoint`` given to the driver
+    reaches them too. Credentials do not (Ray logs runtime envs): a local Ray started here
+    inherits them from this process, a cluster's workers from their nodes (see cluster/README.md).
     """
     if ray.is_initialized():
         return

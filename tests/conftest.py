@@ -85,6 +85,10 @@ def ray_local():
     """One small local Ray for the session (2 CPUs, like the CI machine)."""
     import ray
 
+    # Workers take S3 credentials from the environment Ray starts in, as on a real node (they
+    # never travel in a runtime env), so the suite's moto credentials are set before it starts.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              configure_logging=False, ignore_reinit_error=True)
     yield ray

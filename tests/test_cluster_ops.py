@@ -24,11 +24,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from apm import storage
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_DIR = PROJECT_ROOT / "cluster"
 IMAGE = "rayproject/ray:2.60.0-py311-gpu"
 RAY_VERSION = "2.60.0"
 KUBERAY_MANIFESTS = ["raycluster.yaml", "rayjob-score.yaml", "rayjob-finetune.yaml"]
+# The local cluster's own S3 credentials, exported before `ray start` as a user would (moto
+# takes any); the secret is a marker that must show up nowhere in the cluster's files.
+NODE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": f"node-secret-{uuid.uuid4().hex}"}
 
 
 def _job_modules() -> list[str]:
@@ -132,6 +138,9 @@ def _check_cluster_spec(spec: dict, where: str) -> dict:
             limits = container["resources"]["limits"]
             assert {"cpu", "memory"} <= set(limits), where
             assert container["resources"]["requests"] == limits, f"{where}: requests = limits"
+            # S3 credentials reach Ray as the pods' environment, never through a runtime env.
+            secrets = [e["secretRef"]["name"] for e in container.get("envFrom", [])]
+            assert secrets == ["s3-credentials"], f"{where}: {container['name']} envFrom"
     gpu = [g for g in groups.values()
            if any("nvidia.com/gpu" in c["resources"]["limits"] for c in _containers(g))]
     assert len(gpu) == 1, f"{where}: one GPU worker group"
@@ -206,6 +215,7 @@ def test_kuberay_rayjobs_run_real_jobs_with_valid_arguments(monkeypatch):
         runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
         assert runtime_env["working_dir"], name
         RuntimeEnv(**runtime_env)  # Ray's own validation of the fields
+        assert not set(runtime_env.get("env_vars", {})) & set(storage.AWS_SECRET_VARS), name
         requirement_files = [p.split("}/", 1)[1] for p in runtime_env.get("pip", [])
                              if p.startswith("-r ${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/")]
         assert all((PROJECT_ROOT / f).is_file() for f in requirement_files), requirement_files
@@ -219,6 +229,7 @@ def test_runtime_env_file_for_ray_job_submit():
     assert env["working_dir"] == "."
     assert "/work" in env["excludes"] and "/.git" in env["excludes"]
     assert "AWS_ENDPOINT_URL" in env["env_vars"]
+    assert not set(env["env_vars"]) & set(storage.AWS_SECRET_VARS), "credentials in a runtime env"
     assert all(isinstance(v, str) for v in env["env_vars"].values())
     RuntimeEnv(**env)
 
@@ -344,7 +355,7 @@ def local_cluster():
     token_path = temp_dir / "auth_token"  # the cluster's own token, not ~/.ray/auth_token
     cluster_env = _clean_env(RAY_TEMP_DIR=str(temp_dir), RAY_PORT=str(gcs),
                              DASHBOARD_PORT=str(dashboard), NUM_CPUS="2",
-                             RAY_AUTH_TOKEN_PATH=str(token_path))
+                             RAY_AUTH_TOKEN_PATH=str(token_path), **NODE_CREDENTIALS)
 
     def stop() -> subprocess.CompletedProcess:
         return subprocess.run(["bash", str(CLUSTER_DIR / "stop_local.sh")],
@@ -413,11 +424,11 @@ def test_ray_job_submit_scores_s3_photos_on_a_local_cluster(local_cluster, s3_en
     for key, body in photos.items():
         s3.put_object(Bucket=bucket, Key=key, Body=body)
 
-    # The S3 settings reach the job only through the runtime env's env_vars: the cluster's
-    # processes have none (see _clean_env).
+    # The S3 settings reach the job only through the runtime env's env_vars, the credentials
+    # only through the environment the cluster was started in (NODE_CREDENTIALS); the client
+    # has neither (see _clean_env).
     runtime_env = yaml.safe_load((CLUSTER_DIR / "runtime_env.yaml").read_text())
-    runtime_env["env_vars"].update(AWS_ENDPOINT_URL=s3_endpoint, AWS_ACCESS_KEY_ID="testing",
-                                   AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1")
+    runtime_env["env_vars"].update(AWS_ENDPOINT_URL=s3_endpoint, AWS_REGION="us-east-1")
     runtime_env_file = tmp_path / "runtime_env.yaml"
     runtime_env_file.write_text(yaml.safe_dump(runtime_env))
 
@@ -465,3 +476,10 @@ def test_ray_job_submit_scores_s3_photos_on_a_local_cluster(local_cluster, s3_en
             assert row["status"] == "error" and row["error"] and row["mean"] is None
         else:
             assert row["status"] == "ok" and 1.0 <= row["mean"] <= 10.0, row
+
+    # The cluster's logs, runtime-env files and job records never saw the secret.
+    secret = NODE_CREDENTIALS["AWS_SECRET_ACCESS_KEY"].encode()
+    assert secret not in (output + status.stdout + status.stderr).encode()
+    leaked = [str(p) for p in local_cluster.temp_dir.rglob("*")
+              if p.is_file() and not p.is_symlink() and secret in p.read_bytes()]
+    assert not leaked, leaked

@@ -1,9 +1,11 @@
 """The storage layer against the local disk and a real S3 HTTP endpoint (moto server)."""
 from __future__ import annotations
 
+import os
 import time
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from apm import storage
@@ -80,4 +82,48 @@ def test_configure_sets_the_endpoint_workers_inherit(monkeypatch):
     assert storage.s3_endpoint() == "http://minio.local:9000"
     env = storage.ray_env_vars()
     assert env["AWS_ENDPOINT_URL"] == "http://minio.local:9000"
-    assert env["AWS_ACCESS_KEY_ID"] == "key"
+    assert "AWS_ACCESS_KEY_ID" not in env  # credentials never travel to workers
+
+
+def test_remove_takes_exactly_the_path_never_a_glob(root):
+    names = ["d/[ab].jpg", "d/a.jpg", "d/b.jpg", "d/*.jpg", "d/c.jpg", "x[1]/in.jpg",
+             "x1/in.jpg", "x[1].jpg"]
+    for name in names:
+        storage.write_bytes(storage.join(root, name), name.encode())
+    storage.remove(storage.join(root, "d/[ab].jpg"))
+    storage.remove(storage.join(root, "d/*.jpg"))
+    storage.remove(storage.join(root, "x[1]"), recursive=True)
+    storage.remove(storage.join(root, "absent.jpg"))  # nothing there: nothing to do
+    left = sorted(f.uri[len(storage.normalize(root)) + 1:] for f in storage.list_files(root))
+    assert left == ["d/a.jpg", "d/b.jpg", "d/c.jpg", "x1/in.jpg", "x[1].jpg"]
+    storage.remove(root, recursive=True)
+    assert list(storage.list_files(root)) == []
+
+
+def test_local_remove_of_a_folder_needs_recursive(tmp_path):
+    storage.write_bytes(str(tmp_path / "f" / "x.jpg"), b"x")
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path}/f: is a folder"):
+        storage.remove(str(tmp_path / "f"))
+    assert storage.exists(str(tmp_path / "f" / "x.jpg"))
+
+
+def test_local_writes_are_whole_or_absent(tmp_path):
+    uri = str(tmp_path / "out" / "t.parquet")
+    old = pa.table({"id": pa.array([1, 2], pa.int64())})
+    storage.write_table(old, uri)
+    with pytest.raises(RuntimeError, match="killed mid-way"):
+        with storage.open_file(uri, "wb") as sink, pq.ParquetWriter(sink, old.schema) as writer:
+            writer.write_table(old)
+            assert storage.read_table(uri).equals(old)  # readers never see the new file half-done
+            raise RuntimeError("killed mid-way")
+    assert storage.read_table(uri).equals(old)
+    assert os.listdir(tmp_path / "out") == ["t.parquet"]  # no temporary file left behind
+    storage.write_text(uri, "new")
+    assert storage.read_text(uri) == "new" and os.listdir(tmp_path / "out") == ["t.parquet"]
+    assert (os.stat(uri).st_mode & 0o777) == 0o666 & ~_umask()  # a plain file's permissions
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
