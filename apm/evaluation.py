@@ -26,6 +26,7 @@ import torch
 from matplotlib.figure import Figure
 
 from apm import storage
+from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.fit_report import png_bytes, votes_from_manifest
 from apm.inference import (
     NO_ERROR,
@@ -65,6 +66,7 @@ class PredictConfig:
     device: str = "cpu"
     batch_size: int = 32
     concurrency: int | None = None  # predictor actors; default one per GPU / CPU of the cluster
+    limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -89,6 +91,7 @@ class EvaluationConfig:
     device: str = "cpu"
     batch_size: int = 32
     concurrency: int | None = None
+    limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -108,7 +111,7 @@ class EvaluationConfig:
 
     def predict_config(self, model: str) -> PredictConfig:
         return PredictConfig(model, crop_size(model, self.image_size), self.device,
-                             self.batch_size, self.concurrency)
+                             self.batch_size, self.concurrency, self.limits)
 
     def out_uri(self, name: str) -> str:
         return storage.join(storage.normalize(self.out), name)
@@ -157,7 +160,7 @@ def _predict_batches(inputs: pa.Table, rows: np.ndarray, config: PredictConfig
                         {"model": config.model, "image_size": config.image_size},
                         batch_size=config.batch_size,
                         concurrency=config.concurrency or default_concurrency(config.device),
-                        device=config.device)
+                        device=config.device, limits=config.limits)
 
 
 def prediction_table(inputs: pa.Table, config: PredictConfig) -> pa.Table:

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from apm import storage
 from apm.ava import read_ava_package
+from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.images import check_images
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ class ManifestSummary:
         return out
 
 
-def _attach_image_status(table: pa.Table, images: str) -> pa.Table:
-    status = check_images(table.column("uri").to_pylist(), images)
+def _attach_image_status(table: pa.Table, images: str, limits: ImageLimits) -> pa.Table:
+    status = check_images(table.column("uri").to_pylist(), images, limits)
     for name in ("image_status", "image_error", "width", "height"):
         table = table.set_column(table.schema.get_field_index(name), table.schema.field(name),
                                  status.column(name))
@@ -50,12 +51,13 @@ def _attach_image_status(table: pa.Table, images: str) -> pa.Table:
 
 
 def build_manifest(ava_dir: str, out: str, images: str | None = None,
-                   skip_bad_rows: bool = False) -> ManifestSummary:
-    """Read the AVA package at ``ava_dir``, check the photos under ``images`` (if given) and
-    write ``out/manifest.parquet``."""
+                   skip_bad_rows: bool = False, limits: ImageLimits = DEFAULT_LIMITS
+                   ) -> ManifestSummary:
+    """Read the AVA package at ``ava_dir``, check the photos under ``images`` (if given, within
+    ``limits``) and write ``out/manifest.parquet``."""
     table, report = read_ava_package(ava_dir, images=images, skip_bad_rows=skip_bad_rows)
     if images:
-        table = _attach_image_status(table, images)
+        table = _attach_image_status(table, images, limits)
         for row in table.filter(pc.not_equal(table["image_status"], "ok")).select(
                 ["image_id", "uri", "image_status", "image_error"]).to_pylist()[:20]:
             log.warning("image %(image_id)s %(image_status)s: %(uri)s (%(image_error)s)", row)

@@ -32,7 +32,7 @@ from torch import nn
 from torchvision import models as tv_models
 
 from apm import storage
-from apm.decode import DEFAULT_MAX_PIXELS, center_crop, decode_image, resize_short_side
+from apm.decode import DEFAULT_LIMITS, ImageLimits, decode_image, resize_center_crop
 from apm.models.weights import WeightsMismatchError, load_exact
 from apm.schemas import TEACHER_TOP_K
 
@@ -60,27 +60,31 @@ class ImageTransform:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def crop_bytes(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    def crop_bytes(self, data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
         """(crop, crop, 3) uint8 from an encoded photo; :class:`apm.decode.DecodeError` if bad."""
-        return self.crop_decoded(data, max_pixels)[0]
+        return self.crop_decoded(data, limits)[0]
 
-    def crop_decoded(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS
+    def crop_decoded(self, data: bytes, limits: ImageLimits = DEFAULT_LIMITS
                      ) -> tuple[np.ndarray, int, int]:
-        """The crop of :meth:`crop_bytes` and the photo's stored width and height."""
-        decoded = decode_image(data, size=self.resize_size, max_pixels=max_pixels)
-        # A copy: the crop is a view of a read-only array, which torch warns about.
-        return np.array(center_crop(decoded.rgb, self.crop_size)), decoded.width, decoded.height
+        """The crop of :meth:`crop_bytes` and the photo's stored width and height.
+
+        Only the crop's region is resized, so however long the photo, nothing is much larger
+        than the crop once the photo is decoded.
+        """
+        decoded = decode_image(data, size=self.resize_size, limits=limits, crop=self.crop_size)
+        # A copy: the array is a read-only view of Pillow's buffer, which torch warns about.
+        return np.array(decoded.rgb), decoded.width, decoded.height
 
     def crop_image(self, image: Image.Image | np.ndarray) -> np.ndarray:
         """(crop, crop, 3) uint8 from a decoded photo (PIL image or (H, W, 3) uint8 array).
 
-        Resizes exactly as ``decode_image(size=resize_size)`` does, so a photo gives the same
-        crop whether it arrives as pixels or as lossless bytes.
+        Resizes exactly as ``decode_image(size=resize_size, crop=crop_size)`` does, so a photo
+        gives the same crop whether it arrives as pixels or as lossless bytes.
         """
         if isinstance(image, np.ndarray):
             image = Image.fromarray(image)
-        image = resize_short_side(image.convert("RGB"), self.resize_size)
-        return np.array(center_crop(np.asarray(image, dtype=np.uint8), self.crop_size))
+        image = resize_center_crop(image.convert("RGB"), self.resize_size, self.crop_size)
+        return np.array(image, dtype=np.uint8)
 
     def normalize(self, crops: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, 3) crops -> float32 (N, 3, H, W), normalised, on the crops' device.

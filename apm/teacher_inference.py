@@ -23,16 +23,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from apm import storage
+from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.inference import (
     IMAGE_SUFFIXES,
     NO_ERROR,
     STATUS_ERROR,
     STATUS_OK,
     default_concurrency,
-    image_id_from_name,
     known_errors,
     predict_rows,
 )
+from apm.names import image_id_from_name
 from apm.schemas import NUM_IMAGENET_CLASSES, TEACHER_SCHEMA
 from apm.teacher import DEFAULT_TEACHER, DEVICES, create_teacher, teacher_spec, top_k
 
@@ -53,6 +54,7 @@ class TeacherJobConfig:
     device: str = "cpu"
     batch_size: int = 64
     concurrency: int | None = None  # inference actors; default one per GPU / CPU of the cluster
+    limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
 
     def __post_init__(self) -> None:
         teacher_spec(self.teacher)  # TeacherError (a ValueError) listing the choices
@@ -190,7 +192,7 @@ def _score(inputs: pa.Table, rows: np.ndarray, config: TeacherJobConfig
                         {"teacher": config.teacher, "weights": config.weights},
                         batch_size=config.batch_size,
                         concurrency=config.concurrency or default_concurrency(config.device),
-                        device=config.device)
+                        device=config.device, limits=config.limits)
 
 
 def run_teacher(config: TeacherJobConfig) -> TeacherSummary:

@@ -6,6 +6,7 @@ import logging
 import sys
 
 from apm import storage
+from apm.decode import DEFAULT_MAX_ASPECT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
 
 
 def parser(description: str, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -33,6 +34,32 @@ def add_ray_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=int, default=2,
                    help="worker-group restarts from the last checkpoint (default 2)")
     add_ray_args(p)
+
+
+def add_image_limit_args(p: argparse.ArgumentParser) -> None:
+    """What one photo may cost, for every job that reads photos (see :class:`ImageLimits`)."""
+    g = p.add_argument_group("limits per photo", "a photo over a limit is refused before its "
+                             "pixels are decoded; the reason names the option")
+    g.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, metavar="N",
+                   help="bytes of the encoded photo, checked on the listing's size before it is "
+                        f"read; the read itself stops there (default {DEFAULT_MAX_BYTES}, "
+                        "256 MiB)")
+    g.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="width x height as stored, from the header; Pillow's own "
+                        f"decompression-bomb limit follows it (default {DEFAULT_MAX_PIXELS})")
+    g.add_argument("--max-aspect", type=float, default=DEFAULT_MAX_ASPECT, metavar="R",
+                   help="long side / short side, at least 1: a strip of 400000 x 1 pixels would "
+                        f"otherwise resize to millions of crops (default {DEFAULT_MAX_ASPECT:g})")
+
+
+def image_limits(args: argparse.Namespace) -> ImageLimits:
+    """The options of :func:`add_image_limit_args`; one line naming the option and exit status 2
+    if one is out of range, as argparse does for a malformed one."""
+    try:
+        return ImageLimits(max_bytes=args.max_bytes, max_pixels=args.max_pixels,
+                           max_aspect=args.max_aspect)
+    except ValueError as err:
+        fail(str(err))
 
 
 def setup(args: argparse.Namespace) -> None:

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sheet-size", type=int, default=16,
                    help="photos per contact sheet, 0 for none (default 16)")
     p.add_argument("--thumb-size", type=int, default=96, help="thumbnail side in pixels (default 96)")
+    _cli.add_image_limit_args(p)
     _cli.add_ray_args(p)
     args = p.parse_args(argv)
     _cli.setup(args)
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             kmeans=KMeansConfig(k=args.k, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
                                 init_sample=args.init_sample),
             features=FeatureSpec(kind=args.features, normalize=args.normalize),
-            batch_size=args.batch_size, sheet_size=args.sheet_size, thumb_size=args.thumb_size)
+            batch_size=args.batch_size, sheet_size=args.sheet_size, thumb_size=args.thumb_size,
+            limits=_cli.image_limits(args))
         for uri in [args.scores, *([args.truth] if args.truth else [])]:
             storage.check_input(uri)
         storage.check_output(args.out)

@@ -29,10 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, metavar="OUT", help="output folder or prefix")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="skip and count malformed lines instead of stopping at the first one")
+    _cli.add_image_limit_args(p)
     _cli.add_ray_args(p)
     args = p.parse_args(argv)
     _cli.setup(args)
     try:
+        limits = _cli.image_limits(args)
         storage.check_input(storage.join(args.ava_dir, "AVA.txt"))
         if args.images:
             storage.check_input(args.images)
@@ -40,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.images:
             init_ray(args.ray_address)
         summary = build_manifest(args.ava_dir, args.out, images=args.images,
-                                 skip_bad_rows=args.skip_bad_rows)
+                                 skip_bad_rows=args.skip_bad_rows, limits=limits)
     except (storage.StorageError, AvaFormatError) as err:
         _cli.fail(str(err))
     print("\n".join(summary.lines()))

@@ -45,13 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int,
                    help="inference actors, each loading the teacher once (default: one per GPU "
                         "with cuda, else one per CPU of the cluster)")
+    _cli.add_image_limit_args(p)
     _cli.add_ray_args(p)
     args = p.parse_args(argv)
     _cli.setup(args)
     try:
         config = TeacherJobConfig(input=args.input, out=args.out, teacher=args.teacher,
                                   weights=args.teacher_weights, device=args.device,
-                                  batch_size=args.batch_size, concurrency=args.concurrency)
+                                  batch_size=args.batch_size, concurrency=args.concurrency,
+                                  limits=_cli.image_limits(args))
         storage.check_input(args.input)
         if args.teacher_weights:
             storage.check_input(args.teacher_weights)

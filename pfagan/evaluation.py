@@ -16,8 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from apm import storage
-from apm.decode import DecodeError, center_crop, decode_image
+from apm.decode import DEFAULT_LIMITS, DecodeError, decode_image, read_image_bytes
 from pfagan.judges import APMJudge, CategoryClassifier, frechet_distance
 
 
@@ -27,10 +26,11 @@ def real_images(uris: list[str], resolution: int) -> tuple[np.ndarray, np.ndarra
     images, kept = [], []
     for i, uri in enumerate(uris):
         try:
-            rgb = decode_image(storage.read_bytes(uri), size=resolution).rgb
+            rgb = decode_image(read_image_bytes(uri, DEFAULT_LIMITS), size=resolution,
+                               crop=resolution).rgb
         except (DecodeError, OSError):
             continue
-        images.append(center_crop(rgb, resolution))
+        images.append(rgb)
         kept.append(i)
     return np.stack(images), np.asarray(kept, np.int64)
 

@@ -2,7 +2,8 @@
 
 The photos are read (:func:`apm.storage.read_bytes`) and decoded into square thumbnails
 (:func:`apm.decode.decode_image`, short side ``size``, centre crop) in Ray Data tasks. A photo
-that cannot be read or decoded is left out of its sheet and reported, never fatal.
+that cannot be read or decoded, or is over the limits, is left out of its sheet and reported,
+never fatal.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from apm import storage
-from apm.decode import center_crop, decode_image
+from apm.decode import DEFAULT_LIMITS, ImageLimits, decode_image, read_image_bytes
 from apm.fit_report import png_bytes
 
 log = logging.getLogger(__name__)
@@ -26,15 +27,16 @@ GAP = 2
 NO_ERROR = ""
 
 
-def thumbnail_batch(batch: dict[str, np.ndarray], size: int,
-                    storage_env: dict[str, str]) -> dict[str, np.ndarray]:
+def thumbnail_batch(batch: dict[str, np.ndarray], size: int, storage_env: dict[str, str],
+                    limits: ImageLimits) -> dict[str, np.ndarray]:
     """Read and decode each ``uri`` into a (size, size, 3) thumbnail; a failure sets ``error``."""
     storage.apply_env(storage_env)
     thumbs = np.zeros((len(batch["uri"]), size, size, 3), np.uint8)
     errors = []
     for i, uri in enumerate(batch["uri"]):
         try:
-            thumbs[i] = center_crop(decode_image(storage.read_bytes(str(uri)), size=size).rgb, size)
+            data = read_image_bytes(str(uri), limits)
+            thumbs[i] = decode_image(data, size=size, limits=limits, crop=size).rgb
             errors.append(NO_ERROR)
         except Exception as err:  # noqa: BLE001 - a bad photo only leaves a gap in the sheet
             errors.append(f"{type(err).__name__}: {err}")
@@ -48,7 +50,8 @@ class Thumbnails:
     failed: list[tuple[str, str]] = field(default_factory=list)  # (uri, why)
 
 
-def load_thumbnails(uris: dict[int, list[str]], size: int) -> Thumbnails:
+def load_thumbnails(uris: dict[int, list[str]], size: int,
+                    limits: ImageLimits = DEFAULT_LIMITS) -> Thumbnails:
     """Thumbnails of ``uris`` (cluster -> photos, nearest first); Ray must be up."""
     import ray
 
@@ -58,7 +61,7 @@ def load_thumbnails(uris: dict[int, list[str]], size: int) -> Thumbnails:
     if items:
         dataset = ray.data.from_items(items).map_batches(
             thumbnail_batch, batch_size=16, batch_format="numpy",
-            fn_kwargs={"size": size, "storage_env": storage.ray_env_vars()})
+            fn_kwargs={"size": size, "storage_env": storage.ray_env_vars(), "limits": limits})
         for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for c, r, uri, thumb, error in zip(batch["cluster"], batch["rank"], batch["uri"],
                                                batch["thumb"], batch["error"]):

@@ -24,6 +24,7 @@ from apm.clustering.sheets import contact_sheet, load_thumbnails
 from apm.clustering.source import check_columns, scores_files
 from apm.clustering.summary import ClusterStats
 from apm.clustering.truth import compare_with_truth, read_truth
+from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.schemas import CLUSTERS_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class ClusterConfig:
     batch_size: int = 4096  # rows per Ray Data batch
     sheet_size: int = 16  # photos per contact sheet; 0: no sheets
     thumb_size: int = 96  # thumbnail side, pixels
+    limits: ImageLimits = DEFAULT_LIMITS  # of the photos read for the sheets
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -79,7 +81,8 @@ def write_sheets(stats: ClusterStats, config: ClusterConfig
     """One contact sheet per cluster with a readable photo: the sheets written (cluster ->
     name under OUT) and the photos left out (uri, why)."""
     k = config.kmeans.k
-    thumbs = load_thumbnails({c: stats.nearest_uris(c) for c in range(k)}, config.thumb_size)
+    thumbs = load_thumbnails({c: stats.nearest_uris(c) for c in range(k)}, config.thumb_size,
+                             config.limits)
     sheets = {}
     for cluster, images in sorted(thumbs.by_cluster.items()):
         top = ", ".join(f"{name} {share:.0%}" for name, share in stats.top_classes(cluster)[:3])

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from apm import storage
-from apm.decode import DEFAULT_MAX_PIXELS
+from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.explain.attack import DIRECTIONS, AttackConfig
 from apm.explain.heatmap import HeatmapConfig
 from apm.explain.predictor import (
@@ -31,9 +31,10 @@ from apm.explain.predictor import (
 )
 from apm.explain.source import Selection, select_inputs
 from apm.inference import STATUS_ERROR, STATUS_OK, default_concurrency, predict_rows
+from apm.models import check_model_spec
 from apm.preprocessing import image_transform
 from apm.schemas import EXPLANATIONS_SCHEMA
-from apm.scoring import model_architecture, model_id
+from apm.scoring import model_id
 from apm.teacher import DEVICES
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class ExplainConfig:
     image_size: int = 224  # the crop the model was trained on
     batch_size: int = 16
     concurrency: int | None = None  # actors; default one per GPU / CPU of the cluster
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -71,8 +72,7 @@ class ExplainConfig:
         if self.device not in DEVICES:
             raise ValueError(f"--device: unknown device {self.device!r}; choose one of "
                              f"{', '.join(DEVICES)}")
-        for option, value in (("--image-size", self.image_size), ("--batch-size", self.batch_size),
-                              ("--max-pixels", self.max_pixels)):
+        for option, value in (("--image-size", self.image_size), ("--batch-size", self.batch_size)):
             if value < 1:
                 raise ValueError(f"{option} must be at least 1, got {value}")
         if self.concurrency is not None and self.concurrency < 1:
@@ -202,7 +202,7 @@ def _record(summary: ExplainSummary, table: pa.Table) -> None:
 def run_explain(config: ExplainConfig) -> ExplainSummary:
     """Explain the chosen photos of ``config.input`` into ``config.out``; Ray must be up."""
     start = time.perf_counter()
-    architecture = model_architecture(config.model)  # a bad checkpoint fails here, in one line
+    architecture = check_model_spec(config.model)  # a bad checkpoint fails here, in one line
     identity = model_id(config.model)
     _prepare_out(config)
     inputs = select_inputs(config.input, config.uri(), config.selection)
@@ -230,7 +230,7 @@ def run_explain(config: ExplainConfig) -> ExplainSummary:
         {"model": config.model, "image_size": config.image_size, "attack_config": config.attack,
          "heatmap": config.heatmap, "directions": config.directions, "out": summary.out,
          "panels": config.panels},
-        batch_size=config.batch_size, device=config.device, max_pixels=config.max_pixels,
+        batch_size=config.batch_size, device=config.device, limits=config.limits,
         concurrency=config.concurrency or default_concurrency(config.device))
     for batch in batches:
         add(batch)

@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from apm import storage
-from apm.decode import DecodeError, center_crop, decode_image, random_crop
+from apm.decode import DEFAULT_LIMITS, DecodeError, ImageLimits, decode_image, random_crop, read_image_bytes
 from apm.fit_report import votes_from_manifest
+from apm.inference import retrying_task_args
 from apm.preprocessing import RESIZE_RATIO, resize_size
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ class IngestConfig:
     image_size: int = 224  # square crop fed to the network
     resize_ratio: float = RESIZE_RATIO  # short side before cropping = image_size * ratio
     augment: bool = True  # random crop + horizontal flip; else a centre crop
+    # Random crops need the whole short-side-resized photo: max_aspect bounds how long it is.
+    limits: ImageLimits = DEFAULT_LIMITS
 
     @property
     def resize(self) -> int:
@@ -95,12 +98,17 @@ def load_images(batch: dict[str, np.ndarray], config: IngestConfig,
     crops: list[np.ndarray | None] = []
     for uri in batch["uri"]:
         try:
-            rgb = decode_image(storage.read_bytes(str(uri)), size=config.resize).rgb
+            data = read_image_bytes(str(uri), config.limits)
+            # A centre crop resizes only what it keeps; random crops need the whole photo.
+            rgb = decode_image(data, size=config.resize, limits=config.limits,
+                               crop=None if config.augment else size).rgb
+        except storage.TransientStorageError:
+            raise  # the store's fault, not the photo's: Ray retries the task
         except (DecodeError, OSError) as err:
             log.warning("cannot train on %s (%s); a neighbour stands in", uri, err)
             crops.append(None)
             continue
-        crop = random_crop(rgb, size, rng) if config.augment else center_crop(rgb, size)
+        crop = random_crop(rgb, size, rng) if config.augment else rgb
         crops.append(np.ascontiguousarray(crop))
     good = [c for c in crops if c is not None]
     grey = np.full((size, size, 3), 128, np.uint8)
@@ -118,4 +126,5 @@ def image_dataset(rows: pa.Table, config: IngestConfig, batch_size: int = 32):
     blocks = [rows.slice(i, batch_size) for i in range(0, rows.num_rows, batch_size)]
     return ray.data.from_arrow(blocks).map_batches(
         load_images, batch_size=batch_size, batch_format="numpy",
-        fn_kwargs={"config": config, "storage_env": storage.ray_env_vars()})
+        fn_kwargs={"config": config, "storage_env": storage.ray_env_vars()},
+        **retrying_task_args())
