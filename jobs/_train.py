@@ -4,13 +4,15 @@ from __future__ import annotations
 import argparse
 import time
 
+from ray.train import TrainingFailedError
+
 from apm import storage
 from apm.losses import LOSSES
 from apm.models import list_backbones, list_inits
 from apm.runtime import init_ray
 from apm.training.data import training_rows
-from apm.training.loop import TrainConfig
-from apm.training.trainer import final_state, fit, model_uri
+from apm.training.loop import TrainConfig, initial_model
+from apm.training.trainer import describe_failure, final_state, fit, model_uri
 from jobs import _cli
 
 
@@ -23,7 +25,11 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
                    help="teacher.parquet from jobs.teacher_softmax (soft ImageNet targets)")
     p.add_argument("--storage", required=True, metavar="DIR|s3://...",
                    help="where checkpoints and metrics go (RUN NAME below it)")
-    p.add_argument("--name", required=True, help="run name; rerunning the same name resumes")
+    p.add_argument("--name", required=True,
+                   help="run name; rerunning the same name resumes (with more --epochs: trains on), "
+                        "and is refused if other settings differ")
+    p.add_argument("--force", action="store_true",
+                   help="start the run over: remove the checkpoints of --name first")
     p.add_argument("--backbone", default="efficientnet_lite0", choices=list_backbones())
     p.add_argument("--init", default="teacher",
                    help=f"initial weights: {', '.join(list_inits())} (default teacher)")
@@ -32,6 +38,7 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
+    _cli.add_image_limit_args(p)
     _cli.add_ray_train_args(p)
     return p
 
@@ -46,6 +53,7 @@ def add_finetune_args(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, task: str) -> int:
     _cli.setup(args)
+    limits = _cli.image_limits(args)
     loss = getattr(args, "loss", "kl")
     try:
         cfg = TrainConfig(
@@ -59,14 +67,22 @@ def run(args: argparse.Namespace, task: str) -> int:
         if args.teacher:
             storage.check_input(args.teacher)
         storage.check_output(args.storage)
+        initial_model(cfg)  # a bad --init (missing, foreign, another architecture): one line here
+        teacher = args.teacher if cfg.needs_teacher else None
+        data = {"manifest": storage.normalize(args.manifest), "split": args.split,
+                "teacher": teacher and storage.normalize(teacher)}
         init_ray(args.ray_address)
-        rows = training_rows(args.manifest, args.split, args.teacher if cfg.needs_teacher else None)
+        rows = training_rows(args.manifest, args.split, teacher)
     except (ValueError, storage.StorageError) as err:
         _cli.fail(str(err))
     started = time.perf_counter()
-    result = fit(cfg, rows, args.storage, args.name, max_failures=args.max_failures)
-    if result.error:
-        _cli.fail(f"training failed: {result.error}")
+    try:
+        result = fit(cfg, rows, args.storage, args.name, max_failures=args.max_failures,
+                     limits=limits, data=data, force=args.force)
+    except (ValueError, storage.StorageError) as err:  # RunMismatchError: --name ran otherwise
+        _cli.fail(str(err))
+    except TrainingFailedError as err:  # a NaN loss, or crashes beyond --max-failures
+        _cli.fail(describe_failure(err))
     state = final_state(result)
     for metrics in state["history"]:
         print("epoch {epoch}: loss {loss:.4f}, {images} images, {images_per_s:.1f} images/s "

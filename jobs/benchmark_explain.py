@@ -45,9 +45,10 @@ from apm.explain import (
 )
 from apm.fit_report import png_bytes
 from apm.inference import STATUS_OK
+from apm.models import check_model_spec
 from apm.preprocessing import image_transform
 from apm.runtime import init_ray
-from apm.scoring import model_architecture, model_id
+from apm.scoring import model_id
 from apm.teacher import DEVICES
 from apm.training.data import training_rows
 from apm.training.loop import TrainConfig
@@ -153,7 +154,7 @@ def _explain(args, model: str, inputs: str, masks: dict[str, str], attack: Attac
     print("\n".join(summary.lines()), flush=True)
     rows = [r for r in storage.read_table(config.uri(TABLE_FILE)).to_pylist()
             if r["status"] == STATUS_OK]
-    backbone = model_architecture(model).backbone
+    backbone = check_model_spec(model).backbone
     return Run(config, summary, rows, _concentration(rows, masks, args.image_size, backbone))
 
 

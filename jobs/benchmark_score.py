@@ -39,9 +39,9 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_sample_images
 
-from apm.models import optimize_for_inference
+from apm.models import check_model_spec, optimize_for_inference
 from apm.preprocessing import image_transform
-from apm.scoring import load_scoring_model, model_architecture
+from apm.scoring import load_scoring_model
 from jobs import _cli
 from jobs._bench import machine
 
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", default="docs/benchmark_score.md")
     args = p.parse_args(argv)
     _cli.setup(args)
-    model_architecture(args.model)
+    check_model_spec(args.model)
     sizes = [int(s) for s in args.memory_sizes.split(",")]
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,9 @@ EPILOG = """\
 Ray Train TorchTrainer (DDP; gloo on CPU, NCCL + bf16 on GPU). Decoding and augmentation run in
 Ray Data; each worker reads its shard. Loss: T^2 KL(teacher_T || student_T) on the semantic head.
 A checkpoint every epoch under STORAGE/NAME; a crashed worker group restarts from it
-(--max-failures) and rerunning the same --name resumes.
+(--max-failures) and rerunning the same --name resumes (more --epochs trains on; other settings
+are refused, --force starts over). A NaN or infinite loss stops the run, with no restart and no
+checkpoint of the weights it reached.
 
 example:
   python -m jobs.teacher_softmax --input work/ava/manifest.parquet --out work/teacher

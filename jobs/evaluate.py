@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from apm import storage
 from apm.evaluation import EvaluationConfig, run_evaluation
-from apm.models import read_checkpoint
+from apm.models import check_model_spec
 from apm.runtime import init_ray
 from apm.teacher import DEVICES
 from jobs import _cli
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int,
                    help="predictor actors per model, each loading the checkpoint once "
                         "(default: one per GPU with --device cuda, else one per CPU)")
+    _cli.add_image_limit_args(p)
     _cli.add_ray_args(p)
     args = p.parse_args(argv)
     _cli.setup(args)
@@ -62,12 +63,12 @@ def main(argv: list[str] | None = None) -> int:
             manifest=args.manifest, models=tuple(args.model), out=args.out,
             variants=tuple(args.variant), split=args.split, truth=args.truth,
             image_size=args.image_size, device=args.device, batch_size=args.batch_size,
-            concurrency=args.concurrency)
-        for uri in [args.manifest, *args.model, *([args.truth] if args.truth else [])]:
+            concurrency=args.concurrency, limits=_cli.image_limits(args))
+        for uri in [args.manifest, *([args.truth] if args.truth else [])]:
             storage.check_input(uri)
         storage.check_output(args.out)
-        for model in args.model:  # a bad checkpoint stops the job here with one line, not in actors
-            read_checkpoint(model)
+        for model in args.model:  # a bad checkpoint stops the job here with one line, before Ray
+            check_model_spec(model, allow_random=False)
     except (ValueError, storage.StorageError) as err:  # CheckpointError is a ValueError
         _cli.fail(str(err))
     init_ray(args.ray_address)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 from apm import storage
-from apm.decode import DEFAULT_MAX_PIXELS
 from apm.explain import (
     DIRECTIONS,
     NORMS,
@@ -15,9 +14,8 @@ from apm.explain import (
     Selection,
     run_explain,
 )
-from apm.models import list_backbones
+from apm.models import check_model_spec, list_backbones
 from apm.runtime import init_ray
-from apm.scoring import model_architecture
 from apm.teacher import DEVICES
 from jobs import _cli
 
@@ -105,9 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=16, help="photos per batch (default 16)")
     p.add_argument("--concurrency", type=int,
                    help="actors (default: one per GPU with cuda, else one per CPU)")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"larger images are error rows (default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing table")
+    _cli.add_image_limit_args(p)
     _cli.add_ray_args(p)
     args = p.parse_args(argv)
     _cli.setup(args)
@@ -120,10 +117,10 @@ def main(argv: list[str] | None = None) -> int:
             selection=Selection(sample=args.sample, select=args.select, seed=args.seed),
             panels=not args.no_panels, device=args.device, image_size=args.image_size,
             batch_size=args.batch_size, concurrency=args.concurrency,
-            max_pixels=args.max_pixels, overwrite=args.overwrite)
+            limits=_cli.image_limits(args), overwrite=args.overwrite)
         storage.check_input(args.input)
+        check_model_spec(args.model)  # a bad model stops the job here with one line, before Ray
         storage.check_output(args.out)
-        model_architecture(args.model)  # a bad checkpoint stops the job here with one line
     except (ValueError, storage.StorageError) as err:  # CheckpointError is a ValueError
         _cli.fail(str(err))
     init_ray(args.ray_address)

@@ -7,6 +7,7 @@ EPILOG = """\
 Starts from --init: random, imagenet:PATH (torchvision-format weights), teacher (the
 EfficientNet-Lite0 ImageNet weights) or checkpoint:URI (e.g. a distilled model.pt). Losses: kl,
 cdloss, euclidean on the 10-bin distribution, or mse_mean for the mean-regression baseline.
+Checkpoints, resuming (--name, --force) and the stop on a NaN loss as for jobs.distill.
 
 example:
   python -m jobs.finetune --manifest work/ava/manifest.parquet --storage work/runs \\

@@ -5,6 +5,7 @@ The sampling, judging and tables are :mod:`pfagan.generation`; this module is th
 from __future__ import annotations
 
 from apm import storage
+from apm.models import check_model_spec
 from jobs import _cli
 from pfagan.generation import GenerateConfig, run_generate
 from pfagan.sampling import DEFAULT_STD, histogram_for_mean, parse_histogram
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
                                 categories=tuple(args.category), n=args.n, apm=args.apm,
                                 classifier=args.classifier, seed=args.seed,
                                 batch_size=args.batch_size, device=args.device)
-        storage.check_input(args.checkpoint)
+        for uri in [args.checkpoint, *([args.classifier] if args.classifier else [])]:
+            storage.check_input(uri)
+        if args.apm:  # a bad model stops here in one line, not after the samples are drawn
+            check_model_spec(args.apm)
         summary = run_generate(config)
     except (ValueError, storage.StorageError) as err:  # incl. GeneratorCheckpointError
         _cli.fail(str(err))

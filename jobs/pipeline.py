@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
+from ray.train import TrainingFailedError
+
 from apm import storage
 from apm.clustering.kmeans import KMeansConfig
 from apm.clustering.stage import ClusterConfig, run_clustering
@@ -26,7 +28,7 @@ from apm.synthetic.dataset import SyntheticConfig, generate
 from apm.teacher_inference import TeacherJobConfig, run_teacher
 from apm.training.data import training_rows
 from apm.training.loop import TrainConfig
-from apm.training.trainer import final_state, fit, model_uri
+from apm.training.trainer import describe_failure, final_state, fit, model_uri
 from jobs import _cli
 from pfagan.config import GANConfig
 from pfagan.data import ConditioningSource, load_conditioning
@@ -350,7 +352,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{stage.name}] skipped: outputs exist ({', '.join(outputs)})")
             continue
         start = time.perf_counter()
-        lines = stage.run(settings)
+        try:
+            lines = stage.run(settings)
+        except (ValueError, storage.StorageError) as err:  # e.g. a training run of other settings
+            _cli.fail(f"[{stage.name}] {err}")
+        except TrainingFailedError as err:  # a NaN loss, or crashes beyond --max-failures
+            _cli.fail(f"[{stage.name}] {describe_failure(err)}")
         print(f"[{stage.name}] done in {time.perf_counter() - start:.1f} s")
         print("\n".join("    " + line for line in lines), flush=True)
     print(f"pipeline ({settings.preset}) finished in {time.perf_counter() - started:.0f} s; outputs:")

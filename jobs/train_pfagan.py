@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
+
+from ray.train import TrainingFailedError
 
 from apm import storage
 from apm.runtime import init_ray
-from apm.training.trainer import final_state
+from apm.training.trainer import describe_failure, final_state
 from jobs import _cli
 from pfagan.config import RESOLUTIONS, GANConfig
 from pfagan.data import ConditioningSource, load_conditioning
@@ -28,7 +31,9 @@ CPUs; with --device cuda one GPU each, NCCL and bf16 autocast). Every epoch ends
 checkpoint under OUT/NAME: state.pt (both networks, the moving average of the generator, the
 optimisers, counters, loss history) and generator.pt (the averaged generator with its config
 and category names, what jobs.generate loads). A crashed worker group restarts from the last
-checkpoint; rerunning the same --out and --name resumes (raise --epochs to train longer).
+checkpoint; rerunning the same --out and --name resumes (raise --epochs to train longer; other
+settings or data are refused, --force starts over). A NaN or infinite loss of either network
+stops the run, with no restart and no checkpoint of the weights it reached.
 
 example (a synthetic AVA from jobs.make_synthetic and jobs.prepare_ava):
   python -m jobs.train_pfagan --manifest work/ava/manifest.parquet \\
@@ -51,6 +56,8 @@ def parser() -> argparse.ArgumentParser:
                    help="where runs and checkpoints go (OUT/NAME)")
     p.add_argument("--name", default="pfagan", help="run name; rerunning the same name resumes "
                                                     "(default pfagan)")
+    p.add_argument("--force", action="store_true",
+                   help="start the run over: remove the checkpoints of --name first")
     p.add_argument("--resolution", type=int, default=32, choices=sorted(RESOLUTIONS),
                    help="image side in pixels (default 32)")
     p.add_argument("--epochs", type=int, default=10)
@@ -96,9 +103,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {cfg.describe()}; {cfg.epochs} epochs, {cfg.num_workers} workers x batch "
           f"{cfg.batch_size}", flush=True)
     started = time.perf_counter()
-    result = fit(cfg, conditioning, args.out, args.name, max_failures=args.max_failures)
-    if result.error:
-        _cli.fail(f"training failed: {result.error}")
+    # Where the photos and conditions came from: a rerun on other data must not resume.
+    data = {key: storage.normalize(value) if key != "split" and value else value
+            for key, value in asdict(source).items()}
+    try:
+        result = fit(cfg, conditioning, args.out, args.name, max_failures=args.max_failures,
+                     data=data, force=args.force)
+    except (ValueError, storage.StorageError) as err:  # RunMismatchError: --name ran otherwise
+        _cli.fail(str(err))
+    except TrainingFailedError as err:  # a NaN loss, or crashes beyond --max-failures
+        _cli.fail(describe_failure(err))
     state = final_state(result)
     for metrics in state["history"]:
         print(epoch_line(metrics))

@@ -7,21 +7,26 @@ generator's moving average. Each epoch ends with a checkpoint reported through
 epoch and step counters, the loss history) and ``generator.pt`` (the averaged G as a
 :mod:`pfagan.checkpoint` file, what generation loads). A restarted worker group, or a rerun of
 the same run name, continues from the latest checkpoint, as for the APM
-(:mod:`apm.training.loop`).
+(:mod:`apm.training.loop`), and a NaN or infinite loss of either network stops the run before
+its weights are reported (:mod:`apm.training.guard`).
 """
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from apm import storage
+from apm.training.guard import LossGuard
 from apm.training.loop import STATE_FILE, autocast_for
+from apm.training.runs import prepare_run
 from apm.training.trainer import run_config, warn_if_no_cpu_for_data
 from pfagan.checkpoint import generator_bytes
 from pfagan.config import GANConfig
@@ -84,8 +89,14 @@ def _restore(nets: _Nets, categories: list[str]) -> tuple[int, int, int, list[di
     return state["epoch"] + 1, state["step"], state["g_step"], list(state["history"])
 
 
-def _d_step(nets: _Nets, cfg: GANConfig, real, category, hist, device) -> tuple[float, float, float]:
-    """One discriminator step; its loss and mean logits on real and generated photos."""
+#: Called with each loss before its backward pass (the run's LossGuard).
+Watch = Callable[[torch.Tensor], None]
+
+
+def _d_step(nets: _Nets, cfg: GANConfig, real, category, hist, device, watch: Watch
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One discriminator step; its loss and mean logits on real and generated photos (0-d
+    tensors on the device: reading them per step would sync the host with the GPU)."""
     n = len(real)
     z = torch.randn(n, cfg.z_dim, device=device)
     with torch.no_grad(), autocast_for(device):
@@ -96,30 +107,33 @@ def _d_step(nets: _Nets, cfg: GANConfig, real, category, hist, device) -> tuple[
         logits = nets.d(torch.cat([real, fake.to(real.dtype)]), category.repeat(2),
                         hist.repeat(2, 1)).float()
     loss = d_hinge_loss(logits[:n], logits[n:])
+    watch(loss)
     nets.d_opt.zero_grad(set_to_none=True)
     loss.backward()
     nets.d_opt.step()
     logits = logits.detach()
-    return float(loss.detach()), float(logits[:n].mean()), float(logits[n:].mean())
+    return loss.detach(), logits[:n].mean(), logits[n:].mean()
 
 
-def _g_step(nets: _Nets, cfg: GANConfig, category, hist, device, g_step: int) -> float:
-    """One generator step and the moving-average update; its loss."""
+def _g_step(nets: _Nets, cfg: GANConfig, category, hist, device, g_step: int, watch: Watch
+            ) -> torch.Tensor:
+    """One generator step and the moving-average update; its loss (a 0-d device tensor)."""
     z = torch.randn(len(category), cfg.z_dim, device=device)
     # The discriminator's core, not its DDP wrapper: its weights get no gradient here
     # (backward(inputs=...) stops at the generator), which a DDP wrapper would wait for.
     with autocast_for(device):
         logits = nets.d_core(nets.g(z, category, hist), category, hist).float()
     loss = g_hinge_loss(logits)
+    watch(loss)
     nets.g_opt.zero_grad(set_to_none=True)
     loss.backward(inputs=list(nets.g_core.parameters()))
     nets.g_opt.step()
     update_ema(nets.ema, nets.g_core, effective_decay(cfg.ema_decay, g_step))
-    return float(loss.detach())
+    return loss.detach()
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else float("nan")
+def _mean(values: list[torch.Tensor]) -> float:
+    return float(torch.stack(values).float().mean()) if values else float("nan")
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -134,6 +148,7 @@ def train_loop_per_worker(config: dict) -> None:
     # Restore after the move, so the optimiser state lands on the parameters' device.
     start_epoch, step, g_step, history = _restore(nets, categories)
     shard = ray.train.get_dataset_shard("train")
+    guard = LossGuard(device, ray.train.get_context().get_experiment_name())
 
     for epoch in range(start_epoch, cfg.epochs):
         nets.g.train()
@@ -144,7 +159,8 @@ def train_loop_per_worker(config: dict) -> None:
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device, drop_last=True):
             real = to_model_range(batch["image"])
             category, hist = batch["category_id"].long(), batch["target"].float()
-            loss, on_real, on_fake = _d_step(nets, cfg, real, category, hist, device)
+            watch = partial(guard.observe, epoch=epoch, step=step + 1)
+            loss, on_real, on_fake = _d_step(nets, cfg, real, category, hist, device, watch)
             d_losses.append(loss)
             d_real.append(on_real)
             d_fake.append(on_fake)
@@ -152,7 +168,8 @@ def train_loop_per_worker(config: dict) -> None:
             images += len(real)
             if step % cfg.n_critic == 0:
                 g_step += 1
-                g_losses.append(_g_step(nets, cfg, category, hist, device, g_step))
+                g_losses.append(_g_step(nets, cfg, category, hist, device, g_step, watch))
+        guard.check(epoch)  # never report a checkpoint of weights a bad loss has touched
         seconds = time.perf_counter() - started
         metrics = {"epoch": epoch, "step": step, "g_step": g_step, "d_loss": _mean(d_losses),
                    "g_loss": _mean(g_losses), "d_real": _mean(d_real), "d_fake": _mean(d_fake),
@@ -186,10 +203,13 @@ def _report(cfg, categories, nets: _Nets, epoch, step, g_step, history, rank) ->
         ray.train.report(history[-1], checkpoint=checkpoint)
 
 
-def fit(cfg: GANConfig, conditioning: Conditioning, storage_uri: str, name: str, max_failures: int = 2):
+def fit(cfg: GANConfig, conditioning: Conditioning, storage_uri: str, name: str, max_failures: int = 2,
+        data: dict | None = None, force: bool = False):
     """Train on ``conditioning`` (from :func:`pfagan.data.load_conditioning`); returns Ray's Result.
 
-    Rerunning with the same ``storage_uri`` and ``name`` resumes from the latest checkpoint.
+    Rerunning with the same ``storage_uri`` and ``name`` resumes from the latest checkpoint,
+    unless ``cfg``, the categories or ``data`` (where the photos came from) differ from what the
+    run was started with (RunMismatchError); ``force`` starts it over.
     """
     from ray.train import ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -197,6 +217,8 @@ def fit(cfg: GANConfig, conditioning: Conditioning, storage_uri: str, name: str,
     if cfg.num_categories != len(conditioning.categories):
         raise ValueError(f"the config has {cfg.num_categories} categories, the data "
                          f"{len(conditioning.categories)}")
+    prepare_run(storage_uri, name, {**asdict(cfg), "categories": list(conditioning.categories),
+                                    **(data or {})}, force)
     warn_if_no_cpu_for_data(cfg.num_workers, cfg.cpus_per_worker)
     if cfg.use_gpu and not torch.cuda.is_available():
         log.warning("use_gpu: this driver sees no GPU; the workers must have them")

@@ -163,7 +163,7 @@ def test_checkpoint_of_another_architecture_names_both(tmp_path):
 
 def test_foreign_file_is_not_a_checkpoint(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="is not an APM checkpoint"):
+    with pytest.raises(CheckpointError, match="other.pt: not an APM checkpoint"):
         load_checkpoint(str(tmp_path / "other.pt"))
 
 

@@ -23,6 +23,7 @@ from apm.models.backbones import (
 from apm.models.checkpoint import (
     RANDOM_PREFIX,
     CheckpointError,
+    check_model_spec,
     checkpoint_bytes,
     load_checkpoint,
     load_state,
@@ -37,7 +38,7 @@ from apm.models.weights import WeightsMismatchError
 __all__ = [
     "APM", "APMConfig", "APMOutput", "Backbone", "CheckpointError", "HEADS", "HIGH_SCORE_THRESHOLD",
     "Normalisation", "RANDOM_PREFIX", "TEACHER_WEIGHTS", "WeightsMismatchError", "check_backbone",
-    "checkpoint_bytes", "create_apm", "create_backbone", "fold_batch_norm", "initialise",
+    "check_model_spec", "checkpoint_bytes", "create_apm", "create_backbone", "fold_batch_norm", "initialise",
     "input_normalisation", "is_high", "list_backbones", "list_inits", "load_checkpoint",
     "load_state", "mean_score", "optimize_for_inference", "read_checkpoint", "register_backbone",
     "register_init", "save_checkpoint", "std_score", "trained_image_size",

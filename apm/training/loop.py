@@ -3,7 +3,8 @@
 Each epoch ends with a checkpoint reported through ``ray.train.report``: rank 0 writes the
 optimiser state, the epoch/step counters and the metric history next to an APM checkpoint
 (``model.pt``, loadable by :func:`apm.models.load_checkpoint`). A restarted worker group, or a
-rerun of the same run name, continues from the latest one.
+rerun of the same run name, continues from the latest one. A NaN or infinite loss stops the run
+before its weights are reported (:mod:`apm.training.guard`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pathlib import Path
 import torch
 
 from apm.losses import distillation_kl, get_loss
-from apm.models import APMConfig, checkpoint_bytes, create_apm, input_normalisation
+from apm.models import APM, APMConfig, checkpoint_bytes, create_apm, input_normalisation
+from apm.training.guard import LossGuard
 
 TASKS = ("distill", "finetune")
 STATE_FILE, MODEL_FILE = "state.pt", "model.pt"
@@ -87,13 +89,17 @@ def _loss(cfg: TrainConfig, output, batch) -> torch.Tensor:
     return loss
 
 
-def _freeze_unused_head(cfg: TrainConfig, model) -> None:
-    """Freeze the head no loss term reaches: DDP refuses parameters that get no gradient, and
-    weight decay would otherwise shrink them for nothing."""
+def initial_model(cfg: TrainConfig) -> APM:
+    """The APM a run starts from, its unused head frozen: what every worker builds, and what
+    the driver builds once before Ray so that a bad ``init`` is one line, not a failed run."""
+    model = create_apm(APMConfig(backbone=cfg.backbone, head=cfg.head), cfg.init)
+    # Freeze the head no loss term reaches: DDP refuses parameters that get no gradient, and
+    # weight decay would otherwise shrink them for nothing.
     unused = (model.aesthetic_head if cfg.task == "distill"
               else model.semantic_head if cfg.semantic_weight == 0 else None)
     if unused is not None:
         unused.requires_grad_(False)
+    return model
 
 
 def _restore(model, optimizer) -> tuple[int, int, list[dict]]:
@@ -124,8 +130,7 @@ def train_loop_per_worker(config: dict) -> None:
     cfg = TrainConfig(**config)
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
-    core = create_apm(APMConfig(backbone=cfg.backbone, head=cfg.head), cfg.init)
-    _freeze_unused_head(cfg, core)
+    core = initial_model(cfg)
     if device.type == "cuda":
         core = core.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(core)  # moves ``core`` to the device, wraps it in DDP
@@ -136,10 +141,12 @@ def train_loop_per_worker(config: dict) -> None:
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1)
                  for v in input_normalisation(cfg.backbone))
     shard = ray.train.get_dataset_shard("train")
+    guard = LossGuard(device, ray.train.get_context().get_experiment_name())
 
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        started, total, images = time.perf_counter(), 0.0, 0
+        # The loss sum stays on the device: reading it per step would sync the host with the GPU.
+        started, total, images = time.perf_counter(), torch.zeros((), device=device), 0
         # drop_last: a last batch of one photo would break batch norm in training mode.
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
                                               drop_last=True):
@@ -149,15 +156,17 @@ def train_loop_per_worker(config: dict) -> None:
             with autocast_for(device):
                 output = model(x)
             loss = _loss(cfg, output, batch)
+            guard.observe(loss, epoch, step + 1)  # before the step on CPUs; see LossGuard
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step += 1
-            total += float(loss.detach()) * len(x)
+            total += loss.detach().float() * len(x)
             images += len(x)
             _maybe_fail(cfg, step, rank)
+        guard.check(epoch)  # never report a checkpoint of weights a bad loss has touched
         seconds = time.perf_counter() - started
-        metrics = {"epoch": epoch, "step": step, "loss": total / max(images, 1),
+        metrics = {"epoch": epoch, "step": step, "loss": float(total) / max(images, 1),
                    "images": images, "seconds": seconds, "images_per_s": images / seconds}
         history.append(metrics)
         _report(cfg, core, optimizer, epoch, step, history, rank)

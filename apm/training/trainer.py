@@ -8,8 +8,11 @@ import pyarrow as pa
 import torch
 
 from apm import storage
+from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.training.data import IngestConfig, image_dataset
+from apm.training.guard import StopOnNonFiniteLoss, nonfinite_cause
 from apm.training.loop import MODEL_FILE, STATE_FILE, TrainConfig, train_loop_per_worker
+from apm.training.runs import prepare_run
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +24,12 @@ def run_config(name: str, storage_uri: str, max_failures: int):
     fs, path = storage.arrow_filesystem(storage_uri)
     storage.makedirs(storage_uri)
     return RunConfig(name=name, storage_path=path, storage_filesystem=fs,
+                     # max_failures restarts cure crashes; a NaN loss would only recur.
                      failure_config=FailureConfig(max_failures=max_failures),
+                     callbacks=[StopOnNonFiniteLoss()],
                      checkpoint_config=CheckpointConfig(num_to_keep=2),
-                     # Workers read photos and initial weights through apm.storage too.
+                     # Workers read photos and initial weights through apm.storage too (the
+                     # S3 settings; credentials come from each node's own environment).
                      worker_runtime_env={"env_vars": storage.ray_env_vars()})
 
 
@@ -41,20 +47,26 @@ def warn_if_no_cpu_for_data(num_workers: int, cpus_per_worker: float) -> None:
                     num_workers * cpus_per_worker, total, max(left, 0.0))
 
 
-def fit(cfg: TrainConfig, rows: pa.Table, storage_uri: str, name: str, max_failures: int = 2):
-    """Train on ``rows`` (from :func:`apm.training.data.training_rows`); returns Ray's Result.
+def fit(cfg: TrainConfig, rows: pa.Table, storage_uri: str, name: str, max_failures: int = 2,
+        limits: ImageLimits = DEFAULT_LIMITS, data: dict | None = None, force: bool = False):
+    """Train on ``rows`` (from :func:`apm.training.data.training_rows`), reading photos within
+    ``limits``; returns Ray's Result.
 
-    Rerunning with the same ``storage_uri`` and ``name`` resumes from the latest checkpoint.
+    Rerunning with the same ``storage_uri`` and ``name`` resumes from the latest checkpoint,
+    unless ``cfg`` or ``data`` (where the rows came from: manifest, split, ...) differ from what
+    the run was started with (RunMismatchError); ``force`` starts the run over. Raises Ray's
+    TrainingFailedError when training fails (see :func:`describe_failure`).
     """
     from ray.train import ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     if cfg.needs_teacher and "teacher" not in rows.column_names:
         raise ValueError(f"task {cfg.task!r} needs teacher probabilities (--teacher)")
+    prepare_run(storage_uri, name, {**asdict(cfg), **(data or {})}, force)
     if cfg.use_gpu and not torch.cuda.is_available():
         log.warning("use_gpu: this driver sees no GPU; the workers must have them")
     warn_if_no_cpu_for_data(cfg.num_workers, cfg.cpus_per_worker)
-    dataset = image_dataset(rows, IngestConfig(image_size=cfg.image_size))
+    dataset = image_dataset(rows, IngestConfig(image_size=cfg.image_size, limits=limits))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=asdict(cfg),
@@ -66,6 +78,18 @@ def fit(cfg: TrainConfig, rows: pa.Table, storage_uri: str, name: str, max_failu
         datasets={"train": dataset},
     )
     return trainer.fit()
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line for a failed ``trainer.fit()``: the NaN stop as the workers worded it, else the
+    first worker's error (Ray's own message spans every worker's traceback)."""
+    found = nonfinite_cause(err)
+    if found is not None:
+        return str(found)
+    failures = list(getattr(err, "worker_failures", {}).values())
+    first = failures[0] if failures else getattr(err, "controller_failure", err)
+    text = str(first).strip().splitlines()
+    return f"training failed: {type(first).__name__}: {text[0] if text else ''}"
 
 
 def final_state(result) -> dict:
