@@ -9,8 +9,11 @@ image keeps its row with the reason in ``error``; it never stops the job.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
 import math
-import posixpath
+import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -18,12 +21,25 @@ import numpy as np
 import pyarrow as pa
 
 from apm import storage
-from apm.decode import DEFAULT_MAX_PIXELS, DecodeError
+from apm.decode import DEFAULT_LIMITS, DecodeError, ImageLimits, read_image_bytes
 
 if TYPE_CHECKING:  # torch stays out of processes that only list objects
     from apm.teacher import ImageTransform
 
+log = logging.getLogger(__name__)
+
 STATUS_OK, STATUS_ERROR = "ok", "error"
+
+#: ``error_kind`` of an error row: a fault of the object itself (missing, empty, not an image,
+#: truncated, over a limit), or of the infrastructure (a store fault that outlasted every retry;
+#: ``--retry-errors`` rescores those).
+KIND_PERMANENT, KIND_TRANSIENT = "permanent", "transient"
+
+#: The error of a photo whose task's worker died every time it was tried, alone.
+WORKER_DIED = "worker died while decoding or scoring this object"
+
+#: Ray retries of a task (or actor task) that failed, before its photos are tried one by one.
+TASK_RETRIES = 2
 
 #: Files a folder / prefix input is searched for (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -34,12 +50,6 @@ NO_ERROR = ""
 
 #: Most rows per input block: the unit of work an actor takes at a time.
 ROWS_PER_BLOCK = 256
-
-
-def image_id_from_name(uri: str) -> int | None:
-    """AVA names its photos ID.jpg; other names have no id."""
-    stem = posixpath.splitext(posixpath.basename(uri))[0]
-    return int(stem) if stem.isdigit() else None
 
 
 def known_errors(uris: list[str | None], statuses: list[str | None],
@@ -65,71 +75,194 @@ def default_concurrency(device: str) -> int:
 
 
 def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
-                 storage_env: dict[str, str], max_pixels: int = DEFAULT_MAX_PIXELS
-                 ) -> dict[str, np.ndarray]:
-    """Read and decode each photo into a uint8 crop; a failure becomes ``error``.
+                 storage_env: dict[str, str], limits: ImageLimits = DEFAULT_LIMITS,
+                 isolated: bool = False) -> dict[str, np.ndarray]:
+    """Read and decode each photo into a uint8 crop; a fault of the photo becomes ``error``.
 
-    Also returns each photo's stored ``width`` and ``height`` (0 where it failed).
+    Also returns each photo's stored ``width`` and ``height`` (0 where it failed) and its
+    ``error_kind``. A fault of the store (:class:`apm.storage.TransientStorageError`, after
+    botocore's retries) fails the whole task so that Ray retries it later, unless the batch is
+    ``isolated`` (one photo, the last attempt): then it is an error row of kind 'transient'.
+    A row whose ``error`` is already set (known bad) is not read.
     """
     storage.apply_env(storage_env)
     size = transform.crop_size
     n = len(batch["uri"])
     crops = np.zeros((n, size, size, 3), dtype=np.uint8)
     width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
-    errors = []
+    known = batch.get("error")
+    sizes = batch.get("size")
+    errors, kinds = [], []
     for i, uri in enumerate(batch["uri"]):
+        kind = KIND_PERMANENT
         try:
-            crops[i], width[i], height[i] = transform.crop_decoded(storage.read_bytes(str(uri)),
-                                                                   max_pixels)
+            if known is not None and known[i]:
+                raise DecodeError(str(known[i]))
+            listed = sizes[i] if sizes is not None else None
+            # NaN or None: the listing does not know the size (a manifest row).
+            listed = int(listed) if listed is not None and listed == listed else None
+            data = read_image_bytes(str(uri), limits, listed)
+            crops[i], width[i], height[i] = transform.crop_decoded(data, limits)
             errors.append(NO_ERROR)
+            kinds.append(NO_ERROR)
+            continue
+        except storage.TransientStorageError as err:
+            if not isolated:
+                raise
+            error, kind = f"storage fault after retries: {err}", KIND_TRANSIENT
         except FileNotFoundError:
-            errors.append("not found")
+            error = "not found"
         except DecodeError as err:  # its message says why
-            errors.append(str(err))
+            error = str(err)
         except Exception as err:  # noqa: BLE001 - one bad photo must not stop the job
-            errors.append(f"{type(err).__name__}: {err}")
-    return {"row": batch["row"], "error": np.array(errors, dtype=object), "crop": crops,
+            error = f"{type(err).__name__}: {err}"
+        errors.append(error)
+        kinds.append(kind)
+    return {"row": batch["row"], "error": np.array(errors, dtype=object),
+            "error_kind": np.array(kinds, dtype=object), "crop": crops,
             "width": width, "height": height}
+
+
+def retrying_task_args(retries: int = TASK_RETRIES) -> dict:
+    """Ray remote args of a Ray Data task that reads photos: a task whose worker died is
+    retried ``retries`` times (Ray Data's default: without end), and so is one that raised
+    :class:`apm.storage.TransientStorageError` (a store fault that outlasted botocore's
+    retries)."""
+    # Ray 2.60 has no named parameters for these yet and warns that ray_remote_args will go.
+    warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+    return {"max_retries": retries, "retry_exceptions": [storage.TransientStorageError]}
+
+
+class _DecodingPredictor:
+    """On CPUs: an actor that decodes its own photos, then predicts (no copy of the crops
+    through the object store). Composed here rather than left to Ray Data's operator fusion,
+    which fuses only operators with equal remote args, and the actors need their own."""
+
+    def __init__(self, predictor: type, predictor_kwargs: dict, decode_kwargs: dict) -> None:
+        self.predict = predictor(**predictor_kwargs)
+        self.decode_kwargs = decode_kwargs
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.predict(decode_batch(batch, **self.decode_kwargs))
+
+
+def _dataset(table: pa.Table, per_block: int, transform: ImageTransform, predictor: type,
+             predictor_kwargs: dict, *, batch_size: int, concurrency: int, device: str,
+             limits: ImageLimits, decode_concurrency: int | None, isolated: bool,
+             task_retries: int):
+    import ray
+
+    env = storage.ray_env_vars()
+    if isolated:  # Ray Data bundles blocks up to batch_size rows into one task
+        batch_size = 1
+    blocks = [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)]
+    dataset = ray.data.from_arrow(blocks)
+    decode_kwargs = {"transform": transform, "storage_env": env, "limits": limits,
+                     "isolated": isolated}
+    predictor_kwargs = {**predictor_kwargs, "device": device, "storage_env": env}
+    if device == "cuda":  # a pool of CPU tasks decodes for one actor per GPU
+        dataset = dataset.map_batches(
+            decode_batch, batch_size=batch_size, batch_format="numpy", fn_kwargs=decode_kwargs,
+            compute=ray.data.TaskPoolStrategy(size=decode_concurrency) if decode_concurrency
+            else None, udf_modifying_row_count=False, **retrying_task_args(task_retries))
+        udf, constructor_kwargs = predictor, predictor_kwargs
+    else:
+        udf, constructor_kwargs = _DecodingPredictor, {
+            "predictor": predictor, "predictor_kwargs": predictor_kwargs,
+            "decode_kwargs": decode_kwargs}
+    return dataset.map_batches(
+        udf, batch_size=batch_size, batch_format="numpy", fn_constructor_kwargs=constructor_kwargs,
+        # Isolated: one task at a time per actor, so that an actor's death fails no other photo.
+        compute=ray.data.ActorPoolStrategy(size=concurrency,
+                                           max_tasks_in_flight_per_actor=1 if isolated else None),
+        num_gpus=1 if device == "cuda" else None, udf_modifying_row_count=False,
+        # Actors are restarted as often as needed; each of their tasks is retried task_retries
+        # times (Ray Data's default retries a task whose actor died without end).
+        max_restarts=-1, max_task_retries=task_retries)
+
+
+@contextlib.contextmanager
+def _tolerant_execution():
+    """Let Ray Data drop blocks whose tasks failed for good (their rows are retried one by one)
+    instead of failing the job, and retry actor tasks that hit a store fault."""
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    saved = context.max_errored_blocks, context.actor_task_retry_on_errors
+    context.max_errored_blocks = -1
+    context.actor_task_retry_on_errors = [storage.TransientStorageError]
+    try:
+        yield
+    finally:
+        context.max_errored_blocks, context.actor_task_retry_on_errors = saved
 
 
 def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
                  predictor: type, predictor_kwargs: dict, *, batch_size: int, concurrency: int,
-                 device: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 decode_concurrency: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                 device: str, limits: ImageLimits = DEFAULT_LIMITS,
+                 decode_concurrency: int | None = None,
+                 task_retries: int = TASK_RETRIES) -> Iterator[dict[str, np.ndarray]]:
     """Decode ``inputs[rows]`` in Ray Data tasks, then run ``predictor`` in an actor pool.
 
     ``predictor`` is a callable class built once per actor with ``predictor_kwargs`` (plus the
     device and the storage settings) and called on decoded batches (``row``, ``error``,
-    ``crop``, ``width``, ``height``); its output batches stream back as Ray Data completes
-    them, in no particular order. One GPU per actor on 'cuda'; ``decode_concurrency`` caps
-    the decoding tasks there (default: as many as the cluster's CPUs allow).
-    """
-    import ray
+    ``error_kind``, ``crop``, ``width``, ``height``); its output batches stream back as Ray
+    Data completes them, in no particular order, each row exactly once. One GPU per actor on
+    'cuda'; ``decode_concurrency`` caps the decoding tasks there (default: as many as the
+    cluster's CPUs allow). ``inputs`` has ``uri`` and optionally ``size`` (bytes, checked
+    against ``limits`` before reading).
 
+    A task whose worker dies (out of memory, a crash in a decoder) or that keeps hitting store
+    faults is retried ``task_retries`` times; the rows of a batch that still fails are then
+    tried one photo per task, and a photo that fails alone is an error row
+    (:data:`WORKER_DIED`, or a 'transient' storage fault) while the others are scored.
+    """
     if not len(rows):
         return
-    env = storage.ray_env_vars()
-    table = pa.table({"row": pa.array(rows, pa.int64()),
-                      "uri": inputs.column("uri").take(pa.array(rows, pa.int64()))})
+    columns = {"row": pa.array(rows, pa.int64())}
+    picked = pa.array(rows, pa.int64())
+    for name in ("uri", "size"):
+        if name in inputs.column_names:
+            columns[name] = inputs.column(name).take(picked)
+    table = pa.table(columns)
+    options = {"transform": transform, "predictor": predictor,
+               "predictor_kwargs": predictor_kwargs, "batch_size": batch_size,
+               "concurrency": concurrency, "device": device, "limits": limits,
+               "decode_concurrency": decode_concurrency, "task_retries": task_retries}
     # Small inputs still get a few blocks per actor, so that every actor has work.
     per_block = max(1, min(ROWS_PER_BLOCK, math.ceil(len(rows) / (4 * concurrency))))
-    blocks = [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)]
-    on_gpu = device == "cuda"
-    dataset = (
-        ray.data.from_arrow(blocks)
-        .map_batches(decode_batch, batch_size=batch_size, batch_format="numpy",
-                     fn_kwargs={"transform": transform, "storage_env": env,
-                                "max_pixels": max_pixels},
-                     # A task pool of its own only feeds GPU actors; on CPUs it fuses into them.
-                     compute=(ray.data.TaskPoolStrategy(size=decode_concurrency)
-                              if on_gpu and decode_concurrency else None),
-                     udf_modifying_row_count=False)
-        .map_batches(predictor, batch_size=batch_size, batch_format="numpy",
-                     fn_constructor_kwargs={**predictor_kwargs, "device": device,
-                                            "storage_env": env},
-                     compute=ray.data.ActorPoolStrategy(size=concurrency),
-                     num_gpus=1 if on_gpu else None,
-                     udf_modifying_row_count=False)
-    )
-    # Whole blocks as they complete: the driver sees progress without waiting to fill a batch.
-    yield from dataset.iter_batches(batch_size=None, batch_format="numpy")
+    seen = np.zeros(len(rows), dtype=bool)
+    order = np.argsort(rows, kind="stable")
+
+    def run(part: pa.Table, block: int, isolated: bool) -> Iterator[dict[str, np.ndarray]]:
+        with _tolerant_execution():
+            dataset = _dataset(part, block, isolated=isolated, **options)
+            # Whole blocks as they complete: the driver sees progress without filling a batch.
+            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+                where = order[np.searchsorted(rows, batch["row"], sorter=order)]
+                fresh = ~seen[where]
+                seen[where] = True
+                if fresh.all():
+                    yield batch
+                elif fresh.any():  # a retried task whose first try also delivered
+                    yield {key: value[fresh] for key, value in batch.items()}
+            del dataset
+        # Ray Data ends its actors by dropping their handles; after an actor died, one is left
+        # in a reference cycle: collect it, or the actor keeps its CPU (GPU) from the next pass
+        # (measured: held until a collection), and a cluster the size of the pool deadlocks.
+        gc.collect()
+
+    yield from run(table, per_block, isolated=False)
+    lost = np.flatnonzero(~seen)
+    if len(lost):
+        log.warning("%d photos were in batches whose tasks failed %d times; retrying them one "
+                    "per task", len(lost), task_retries + 1)
+        yield from run(table.take(pa.array(lost)), 1, isolated=True)
+    lost = np.flatnonzero(~seen)
+    if len(lost):
+        log.warning("%d photos failed alone too: error rows (%s)", len(lost), WORKER_DIED)
+        culprits = table.take(pa.array(lost)).select(["row", "uri"])
+        culprits = culprits.append_column("error", pa.array([WORKER_DIED] * len(lost)))
+        yield from run(culprits, ROWS_PER_BLOCK, isolated=False)
+    if not seen.all():
+        raise RuntimeError(f"internal error: {int((~seen).sum())} rows never came back")

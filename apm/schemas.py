@@ -166,6 +166,7 @@ SCORES_SCHEMA = pa.schema(
         pa.field("size", pa.int64()),  # bytes, from the listing; null when not listed
         pa.field("status", pa.string(), nullable=False),  # 'ok' | 'error'
         pa.field("error", pa.string()),  # why it could not be scored; null when 'ok'
+        pa.field("error_kind", pa.string()),  # 'permanent' | 'transient' (a store fault); null when 'ok'
         pa.field("width", pa.int32()),  # pixels as stored (before EXIF rotation); null on error
         pa.field("height", pa.int32()),
         pa.field("dist", pa.list_(pa.float32(), NUM_BINS)),  # null on error or for a mean head

@@ -32,25 +32,26 @@ import pyarrow.parquet as pq
 import torch
 
 from apm import storage
-from apm.decode import DEFAULT_MAX_PIXELS
+from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.inference import (
     IMAGE_SUFFIXES,
+    KIND_PERMANENT,
+    KIND_TRANSIENT,
     NO_ERROR,
     STATUS_ERROR,
     STATUS_OK,
     default_concurrency,
     predict_rows,
 )
+from apm.lease import DEFAULT_STALE_AFTER_S, OutputLease
 from apm.listing import Listing, ListingConfig, build_listing
 from apm.models import (
     APM,
     RANDOM_PREFIX,
-    APMConfig,
+    check_model_spec,
     create_apm,
-    list_backbones,
     load_checkpoint,
     optimize_for_inference,
-    read_checkpoint,
 )
 from apm.models import std_score as std_of
 from apm.preprocessing import crop_size, image_transform
@@ -60,22 +61,13 @@ from apm.teacher import DEVICES, imagenet_categories
 log = logging.getLogger(__name__)
 
 JOB_FILE = "_job.json"
+#: Parquet key-value metadata of a shard file: its :func:`shard_stamp`.
+SHARD_KEY = "apm.shard"
 LISTING_FOLDER = "_listing"
 SCORES_FOLDER = "scores"
 
 
 # --- the model ------------------------------------------------------------------------------
-
-def model_architecture(model: str) -> APMConfig:
-    """The architecture of a model spec: ``random:ARCH`` or a checkpoint path / URI."""
-    if model.startswith(RANDOM_PREFIX):
-        backbone = model[len(RANDOM_PREFIX):]
-        if backbone not in list_backbones():
-            raise ValueError(f"--model {model}: unknown architecture {backbone!r}; choose one of "
-                             f"{', '.join(list_backbones())}")
-        return APMConfig(backbone=backbone)
-    return read_checkpoint(model)[0]
-
 
 def model_id(model: str) -> str:
     """What identifies the weights: the spec for ``random:ARCH`` (fixed seed), else a hash of
@@ -89,7 +81,7 @@ def load_scoring_model(model: str) -> APM:
     """The APM of a model spec, in eval mode; ``random:ARCH`` gives the same weights everywhere."""
     if model.startswith(RANDOM_PREFIX):
         torch.manual_seed(0)  # every actor must build the same random model
-        return create_apm(model_architecture(model), "random").eval()
+        return create_apm(check_model_spec(model), "random").eval()
     return load_checkpoint(model).eval()
 
 
@@ -114,7 +106,7 @@ class ScorePredictor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = batch["error"] == NO_ERROR
         n = len(ok)
-        out = {key: batch[key] for key in ("row", "error", "width", "height")}
+        out = {key: batch[key] for key in ("row", "error", "error_kind", "width", "height")}
         out["dist"] = np.full((n, NUM_BINS), np.nan, np.float32)
         out["mean"] = np.full(n, np.nan, np.float32)
         out["std"] = np.full(n, np.nan, np.float32)
@@ -160,16 +152,18 @@ class ScoreConfig:
     decode_concurrency: int | None = None  # GPU runs: decoding tasks; default as Ray sees fit
     rows_per_file: int = 50_000
     embedding: bool = True
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    limits: ImageLimits = DEFAULT_LIMITS  # what one object may cost (bytes, pixels, aspect)
     suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES  # None: every object of the prefix
     overwrite: bool = False
+    retry_errors: bool = False  # rescore the rows of kind 'transient' of an earlier run
     progress_every_s: float = 30.0
+    lease_timeout_s: float = DEFAULT_STALE_AFTER_S  # a lease older than this is taken over
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if min(self.image_size or 1, self.batch_size, self.rows_per_file, self.max_pixels) < 1:
-            raise ValueError("image size, batch size, rows per file and max pixels must be >= 1")
+        if min(self.image_size or 1, self.batch_size, self.rows_per_file) < 1:
+            raise ValueError("image size, batch size and rows per file must be >= 1")
         if self.concurrency is not None and self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
@@ -195,9 +189,11 @@ class ScoreSummary:
     rows: int = 0  # rows written by this run
     ok: int = 0
     errors: Counter = field(default_factory=Counter)  # reason -> count
+    kinds: Counter = field(default_factory=Counter)  # error_kind -> count
     files_written: int = 0
     files_kept: int = 0  # complete shards of an earlier run
     rows_kept: int = 0
+    rows_retried: int = 0  # transient error rows of an earlier run scored again
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -207,6 +203,12 @@ class ScoreSummary:
                f"in {self.seconds:.1f} s ({rate:.1f} images/s)"]
         if self.files_kept:
             out.append(f"kept from an earlier run: {self.files_kept} files, {self.rows_kept} rows")
+        if self.rows_retried:
+            out.append(f"transient error rows of an earlier run scored again: {self.rows_retried}")
+        transient = self.kinds.get(KIND_TRANSIENT, 0)
+        if transient:
+            out.append(f"  {transient} rows failed on store faults after every retry "
+                       "(error_kind 'transient'): rerun with --retry-errors to score them")
         out += [f"  error x{n}: {reason}" for reason, n in self.errors.most_common(10)]
         if len(self.errors) > 10:
             out.append(f"  ... and {len(self.errors) - 10} more kinds of error")
@@ -229,6 +231,7 @@ def scores_table(listed: pa.Table, result: dict[str, np.ndarray], model_id_: str
     n = listed.num_rows
     errors = [e or None for e in result["error"]]
     ok = np.array([e is None for e in errors], dtype=bool)
+    kinds = [(k or KIND_PERMANENT) if e else None for e, k in zip(errors, result["error_kind"])]
     has_dist = ok & np.isfinite(result["dist"]).all(axis=1)
     names = imagenet_categories()
     embedding = result.get("embedding")
@@ -246,6 +249,7 @@ def scores_table(listed: pa.Table, result: dict[str, np.ndarray], model_id_: str
         "size": listed.column("size"),
         "status": pa.array([STATUS_OK if v else STATUS_ERROR for v in ok], pa.string()),
         "error": pa.array(errors, pa.string()),
+        "error_kind": pa.array(kinds, pa.string()),
         "width": pa.array(result["width"], pa.int32(), mask=~ok),
         "height": pa.array(result["height"], pa.int32(), mask=~ok),
         "dist": _fixed(np.nan_to_num(result["dist"]), SCORES_SCHEMA.field("dist").type, has_dist),
@@ -266,6 +270,7 @@ def _failed(rows: np.ndarray, errors: list[str]) -> dict[str, np.ndarray]:
     """A result batch for rows known to be bad before any reading (no embedding: all null)."""
     n = len(rows)
     return {"row": rows, "error": np.array(errors, dtype=object),
+           "error_kind": np.array([KIND_PERMANENT] * n, dtype=object),
            "width": np.zeros(n, np.int32), "height": np.zeros(n, np.int32),
            "dist": np.full((n, NUM_BINS), np.nan, np.float32),
            "mean": np.full(n, np.nan, np.float32), "std": np.full(n, np.nan, np.float32),
@@ -277,16 +282,37 @@ def shard_uri(config: ScoreConfig, shard: int) -> str:
     return config.uri(SCORES_FOLDER, f"part-{shard:06d}.parquet")
 
 
-def _complete(uri: str, rows: int) -> bool:
-    """Whether a shard file from an earlier run is whole (a footer, the right rows and schema)."""
-    if not storage.exists(uri):
-        return False
+def listing_digest(listed: pa.Table) -> str:
+    """What identifies a listing: a hash of its URIs, in order (row positions make shards)."""
+    digest = hashlib.sha256()
+    for chunk in listed.column("uri").chunks:
+        digest.update("\0".join("" if u is None else u for u in chunk.to_pylist()).encode())
+        digest.update(b"\1")
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def shard_stamp(listed: pa.Table, first_row: int, rows: int, model_id_: str) -> dict:
+    """What a shard file must hold to be kept by a resumed run (its Parquet key-value
+    metadata): its row range, first and last URI, and the model that scored it."""
+    uris = listed.column("uri")
+    return {"first_row": first_row, "rows": rows, "first_uri": uris[first_row].as_py(),
+            "last_uri": uris[first_row + rows - 1].as_py(), "model_id": model_id_}
+
+
+def shard_mismatch(uri: str, stamp: dict) -> str | None:
+    """Why a shard file of an earlier run cannot be kept (None: it is whole and matches)."""
     try:
         with storage.open_file(uri) as f:
             parquet = pq.ParquetFile(f)
-            return parquet.metadata.num_rows == rows and parquet.schema_arrow.equals(SCORES_SCHEMA)
-    except Exception:  # noqa: BLE001 - a torn file from a killed run: score the shard again
-        return False
+            found = json.loads((parquet.metadata.metadata or {}).get(SHARD_KEY.encode(), b"{}"))
+            if not parquet.schema_arrow.equals(SCORES_SCHEMA):
+                return "another schema"
+            if parquet.metadata.num_rows != stamp["rows"]:
+                return f"{parquet.metadata.num_rows} rows, {stamp['rows']} expected"
+    except Exception as err:  # noqa: BLE001 - a torn file from a killed run: score it again
+        return f"unreadable ({type(err).__name__})"
+    differ = [key for key, value in stamp.items() if found.get(key) != value]
+    return f"its {', '.join(differ)} differ from this listing and model" if differ else None
 
 
 class ShardWriter:
@@ -302,9 +328,19 @@ class ShardWriter:
         size = self.config.rows_per_file
         return min(size, self.listed.num_rows - shard * size)
 
-    def open(self, shard: int) -> None:
+    def rows_of(self, shard: int) -> np.ndarray:
+        first = shard * self.config.rows_per_file
+        return np.arange(first, first + self.shard_rows(shard), dtype=np.int64)
+
+    def open(self, shard: int, kept: pa.Table | None = None,
+             kept_rows: np.ndarray | None = None) -> None:
+        """Expect the rows of ``shard``; with ``kept``, those of an earlier file stay and only
+        the other rows are expected."""
         self.pending[shard] = []
         self.missing[shard] = self.shard_rows(shard)
+        if kept is not None and kept.num_rows:
+            self.pending[shard].append((kept_rows, kept.replace_schema_metadata(None)))
+            self.missing[shard] -= kept.num_rows
 
     def add(self, result: dict[str, np.ndarray]) -> None:
         rows = result["row"].astype(np.int64)
@@ -326,12 +362,15 @@ class ShardWriter:
         self.summary.rows += len(statuses)
         self.summary.ok += statuses.count(STATUS_OK)
         self.summary.errors.update(e for e in table.column("error").to_pylist() if e is not None)
+        self.summary.kinds.update(k for k in table.column("error_kind").to_pylist() if k)
 
     def _write(self, shard: int) -> None:
         pieces = self.pending.pop(shard)
         del self.missing[shard]
         rows = np.concatenate([r for r, _ in pieces])
         table = pa.concat_tables([t for _, t in pieces]).take(pa.array(np.argsort(rows)))
+        stamp = shard_stamp(self.listed, int(rows.min()), len(rows), self.model_id)
+        table = table.replace_schema_metadata({SHARD_KEY: json.dumps(stamp)})
         storage.write_table(table, shard_uri(self.config, shard))
         self.summary.files_written += 1
 
@@ -341,66 +380,136 @@ class ShardWriter:
 
 # --- the job --------------------------------------------------------------------------------
 
-def _prepare_out(config: ScoreConfig, record: dict) -> None:
-    """Start over (overwrite), or check that an earlier run scored with the same settings."""
+def _read_job_file(job: str) -> dict | None:
+    """The record of an earlier run, None if there is none; one clear error if it is damaged."""
+    if not storage.exists(job):
+        return None
+    try:
+        record = json.loads(storage.read_text(job))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return record
+    except ValueError as err:
+        raise ValueError(f"{job}: damaged ({err}); delete it to resume (every shard file is "
+                         "then checked against the listing and the model), or use --overwrite "
+                         "to start over") from None
+
+
+def _prepare_out(config: ScoreConfig, record: dict) -> dict | None:
+    """Start over (overwrite), or check that an earlier run scored with the same settings;
+    returns the earlier run's record (None: there is none)."""
     job = config.uri(JOB_FILE)
     if config.overwrite:
+        # Safe: this run holds OUT's lease, so no live run is writing here.
         for name in (SCORES_FOLDER, LISTING_FOLDER, JOB_FILE):
             if storage.exists(config.uri(name)):
                 storage.remove(config.uri(name), recursive=name != JOB_FILE)
-    elif storage.exists(job):
-        earlier = json.loads(storage.read_text(job))
-        changed = {k: (earlier.get(k), v) for k, v in record.items() if earlier.get(k) != v}
-        if changed:
-            what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
-            raise ValueError(f"{job}: {config.out} was scored with other settings ({what}); "
-                             "use --overwrite to start over, or another --output")
-    storage.write_text(job, json.dumps(record, indent=1))
+        return None
+    earlier = _read_job_file(job)
+    if earlier is None:
+        if storage.exists(config.uri(SCORES_FOLDER)):
+            log.warning("%s is missing: every shard file under %s is checked against the "
+                        "listing and the model before it is kept", job, config.uri(SCORES_FOLDER))
+        return None
+    changed = {k: (earlier.get(k), v) for k, v in record.items() if earlier.get(k) != v}
+    if changed:
+        what = ", ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changed.items())
+        raise ValueError(f"{job}: {config.out} was scored with other settings ({what}); "
+                         "use --overwrite to start over, or another --output")
+    return earlier
+
+
+def _read_listing(config: ScoreConfig) -> tuple[Listing, pa.Table]:
+    folder = config.uri(LISTING_FOLDER)
+    if not storage.exists(folder):
+        log.info("listing %s into %s", config.input, folder)
+    try:
+        listing = build_listing(ListingConfig(config.input, folder, suffixes=config.suffixes))
+        return listing, listing.read(["uri", "image_id", "size", "error"])
+    except (ValueError, KeyError, TypeError, OSError, pa.ArrowException) as err:
+        if isinstance(err, storage.StorageError):
+            raise
+        raise storage.StorageError(
+            f"{folder}: the listing is damaged ({type(err).__name__}: {err}); delete it to list "
+            "the input again (shard files are checked against the new listing)") from err
+
+
+def _plan_shards(config: ScoreConfig, writer: ShardWriter, identity: str,
+                 summary: ScoreSummary) -> np.ndarray:
+    """Open every shard to (re)score and return the listing rows to score."""
+    todo: list[np.ndarray] = []
+    shards = math.ceil(writer.listed.num_rows / config.rows_per_file)
+    for shard in range(shards):
+        uri, rows = shard_uri(config, shard), writer.rows_of(shard)
+        if not storage.exists(uri):
+            writer.open(shard)
+            todo.append(rows)
+            continue
+        why = shard_mismatch(uri, shard_stamp(writer.listed, int(rows[0]), len(rows), identity))
+        if why:
+            log.warning("%s is not kept: %s; scoring its rows again", uri, why)
+            writer.open(shard)
+            todo.append(rows)
+            continue
+        if config.retry_errors:
+            kept = storage.read_table(uri)
+            transient = np.array([k == KIND_TRANSIENT
+                                  for k in kept.column("error_kind").to_pylist()], dtype=bool)
+            if transient.any():
+                writer.open(shard, kept.filter(pa.array(~transient)), rows[~transient])
+                todo.append(rows[transient])
+                summary.rows_retried += int(transient.sum())
+                continue
+        summary.files_kept += 1
+        summary.rows_kept += len(rows)
+    log.info("%d shards of up to %d rows: %d complete from an earlier run, %d to score",
+             shards, config.rows_per_file, summary.files_kept, shards - summary.files_kept)
+    return np.concatenate(todo) if todo else np.zeros(0, np.int64)
 
 
 def run_score(config: ScoreConfig) -> ScoreSummary:
-    """Score every listed object of ``config.input`` into ``OUT/scores``; Ray must be up."""
+    """Score every listed object of ``config.input`` into ``OUT/scores``; Ray must be up.
+
+    The run holds OUT's lease (:class:`apm.lease.OutputLease`) from start to end, so a second
+    run into the same OUT is refused while this one is alive.
+    """
     start = time.perf_counter()
-    architecture = model_architecture(config.model)  # a bad checkpoint fails here, in one line
-    identity, crop = model_id(config.model), config.crop
-    _prepare_out(config, config.job_record(identity, crop))
-    listing = build_listing(ListingConfig(config.input, config.uri(LISTING_FOLDER),
-                                          suffixes=config.suffixes))
-    listed = listing.read(["uri", "image_id", "size", "error"])
-    summary = ScoreSummary(storage.normalize(config.out), identity, listing)
-    writer = ShardWriter(config, listed, identity, summary)
-    shards = math.ceil(listed.num_rows / config.rows_per_file)
-    todo_shards = []
-    for shard in range(shards):
-        if _complete(shard_uri(config, shard), writer.shard_rows(shard)):
-            summary.files_kept += 1
-            summary.rows_kept += writer.shard_rows(shard)
-        else:
-            todo_shards.append(shard)
-            writer.open(shard)
-    log.info("%d shards of up to %d rows: %d complete from an earlier run, %d to score",
-             shards, config.rows_per_file, summary.files_kept, len(todo_shards))
-    rows = np.concatenate([np.arange(s * config.rows_per_file,
-                                     s * config.rows_per_file + writer.shard_rows(s))
-                           for s in todo_shards]) if todo_shards else np.zeros(0, np.int64)
-    known = np.array(listed.column("error").to_pylist(), dtype=object)[rows]
-    bad = rows[known != None]  # noqa: E711 - elementwise on an object array
-    if len(bad):
-        writer.add(_failed(bad, list(known[known != None])))  # noqa: E711
-    good = rows[known == None]  # noqa: E711
-    concurrency = config.concurrency or default_concurrency(config.device)
-    progress = Progress(len(rows), config.progress_every_s)
-    batches = predict_rows(
-        listed, good, image_transform(architecture.backbone, crop), ScorePredictor,
-        {"model": config.model, "image_size": crop, "embedding": config.embedding},
-        batch_size=config.batch_size, concurrency=concurrency, device=config.device,
-        max_pixels=config.max_pixels, decode_concurrency=config.decode_concurrency)
-    progress.update(summary)
-    for batch in batches:
-        writer.add(batch)
+    storage.makedirs(storage.normalize(config.out))
+    with OutputLease(config.uri(), stale_after_s=config.lease_timeout_s) as lease:
+        architecture = check_model_spec(config.model)  # a bad checkpoint fails here
+        identity, crop = model_id(config.model), config.crop
+        record = config.job_record(identity, crop)
+        earlier = _prepare_out(config, record)
+        listing, listed = _read_listing(config)
+        record["listing_digest"] = listing_digest(listed)
+        if earlier and earlier.get("listing_digest") not in (None, record["listing_digest"]):
+            log.warning("the listing differs from the earlier run's (%s -> %s): shard files that "
+                        "do not match it are scored again", earlier["listing_digest"],
+                        record["listing_digest"])
+        storage.write_text(config.uri(JOB_FILE), json.dumps(record, indent=1))
+        summary = ScoreSummary(storage.normalize(config.out), identity, listing)
+        writer = ShardWriter(config, listed, identity, summary)
+        rows = _plan_shards(config, writer, identity, summary)
+        known = np.array(listed.column("error").to_pylist(), dtype=object)[rows]
+        bad = rows[known != None]  # noqa: E711 - elementwise on an object array
+        if len(bad):
+            writer.add(_failed(bad, list(known[known != None])))  # noqa: E711
+        good = rows[known == None]  # noqa: E711
+        concurrency = config.concurrency or default_concurrency(config.device)
+        progress = Progress(len(rows), config.progress_every_s)
+        batches = predict_rows(
+            listed, good, image_transform(architecture.backbone, crop), ScorePredictor,
+            {"model": config.model, "image_size": crop, "embedding": config.embedding},
+            batch_size=config.batch_size, concurrency=concurrency, device=config.device,
+            limits=config.limits, decode_concurrency=config.decode_concurrency)
         progress.update(summary)
-    if writer.unfinished():
-        raise RuntimeError(f"internal error: shards without all their rows: {writer.unfinished()}")
+        for batch in batches:
+            lease.check()  # stop at once if another run took OUT over
+            writer.add(batch)
+            progress.update(summary)
+        if writer.unfinished():
+            raise RuntimeError(f"internal error: shards without all their rows: "
+                               f"{writer.unfinished()}")
     summary.seconds = time.perf_counter() - start
     return summary
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from apm import storage
-from apm.decode import DEFAULT_MAX_PIXELS
 from apm.inference import IMAGE_SUFFIXES
-from apm.models import list_backbones
+from apm.lease import DEFAULT_STALE_AFTER_S
+from apm.models import check_model_spec, list_backbones
 from apm.runtime import init_ray
-from apm.scoring import ScoreConfig, model_architecture, run_score
+from apm.scoring import ScoreConfig, run_score
 from apm.teacher import DEVICES
 from jobs import _cli
 
@@ -24,10 +24,16 @@ Output: OUT/scores/part-NNNNNN.parquet (schema in README.md), --rows-per-file ro
 row per listed object: status ok | error and the reason, the 10-bin score distribution, mean,
 std, is_high (mean >= 5), the semantic head's top 5 ImageNet classes, the pooled backbone
 features as a float16 embedding (--no-embedding leaves them out), model_id and scored_at.
-A missing, empty, truncated, non-image or oversized object is an error row, never a failed job.
+A missing, empty, truncated, non-image or oversized object is an error row (error_kind
+'permanent'), never a failed job. Store faults (throttling, 5xx, refused connections, expired
+credentials) are retried (botocore, then Ray, then photo by photo); a row that still fails is
+an error row of kind 'transient', and --retry-errors on a rerun scores those rows again. A
+worker that dies on a photo (a crashing decoder, out of memory) costs a bounded number of
+retries, then that photo alone is an error row and the others are scored.
 
-Rerunning with the same --output resumes: complete files are kept, the rest is scored again,
-and the table still holds exactly one row per object. --overwrite starts over. A log line
+Rerunning with the same --output resumes: complete files whose row range, URIs and model match
+the listing are kept, the rest is scored again, and the table still holds exactly one row per
+object. --overwrite starts over. One run at a time per OUT (a lease, OUT/_lease.json). A log line
 every --progress-every seconds reports rows done, images/s and errors; a summary ends the run.
 
 On GPUs (--device cuda): one actor per GPU (bf16, channels-last), photos decoded by CPU tasks
@@ -58,12 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows-per-file", type=int, default=50_000,
                    help="rows per output Parquet file (default 50000)")
     p.add_argument("--no-embedding", action="store_true", help="leave the embedding column null")
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"larger images are error rows, against decompression bombs "
-                        f"(default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--all-objects", action="store_true",
                    help="list every object of the prefix, not only image suffixes")
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="resume, and score again the rows of an earlier run whose error_kind is "
+                        "'transient' (store faults that outlasted every retry), in place")
+    p.add_argument("--lease-timeout", type=float, default=DEFAULT_STALE_AFTER_S, metavar="SECONDS",
+                   help="a run holds OUT's lease (OUT/_lease.json) and renews it; a second run "
+                        "into OUT is refused unless the holder's heartbeat is older than this "
+                        f"(default {DEFAULT_STALE_AFTER_S:g})")
+    _cli.add_image_limit_args(p)
     p.add_argument("--progress-every", type=float, default=30.0, metavar="SECONDS",
                    help="seconds between progress lines (default 30)")
     _cli.add_ray_args(p)
@@ -74,12 +85,13 @@ def main(argv: list[str] | None = None) -> int:
             input=args.input, out=args.output, model=args.model, device=args.device,
             image_size=args.image_size, batch_size=args.batch_size, concurrency=args.concurrency,
             decode_concurrency=args.decode_concurrency, rows_per_file=args.rows_per_file,
-            embedding=not args.no_embedding, max_pixels=args.max_pixels,
+            embedding=not args.no_embedding, limits=_cli.image_limits(args),
             suffixes=None if args.all_objects else IMAGE_SUFFIXES, overwrite=args.overwrite,
-            progress_every_s=args.progress_every)
+            retry_errors=args.retry_errors, progress_every_s=args.progress_every,
+            lease_timeout_s=args.lease_timeout)
         storage.check_input(args.input)
+        check_model_spec(args.model)  # a bad model stops the job here with one line, before Ray
         storage.check_output(args.output)
-        model_architecture(args.model)  # a bad checkpoint stops the job here with one line
     except (ValueError, storage.StorageError) as err:  # CheckpointError is a ValueError
         _cli.fail(str(err))
     init_ray(args.ray_address)

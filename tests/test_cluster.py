@@ -41,7 +41,7 @@ def scores_table(embedding: np.ndarray | None, labels: np.ndarray, uris: list[st
     mean[0] = 10.0  # the last histogram bin holds exactly 10
     ok = {
         "uri": uris, "image_id": np.arange(1, n + 1), "size": [100] * n, "status": ["ok"] * n,
-        "error": [None] * n, "width": [32] * n, "height": [32] * n,
+        "error": [None] * n, "error_kind": [None] * n, "width": [32] * n, "height": [32] * n,
         "dist": [None] * n, "mean": mean, "std": [None] * n, "is_high": mean >= 5,
         "top5_ids": ids.tolist(), "top5_names": [[f"class{i}" for i in row] for row in ids],
         "top5_probs": probs.tolist(),
@@ -50,7 +50,7 @@ def scores_table(embedding: np.ndarray | None, labels: np.ndarray, uris: list[st
     bad = {name: [None] * n_errors for name in ok}
     bad.update(uri=[f"/missing/{i}.jpg" for i in range(n_errors)],
                image_id=np.arange(n + 1, n + n_errors + 1), status=["error"] * n_errors,
-               error=["not found"] * n_errors)
+               error=["not found"] * n_errors, error_kind=["permanent"] * n_errors)
     stamp = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     rows = {name: list(ok[name]) + list(bad[name]) for name in ok}
     rows.update(model_id=["m"] * (n + n_errors), scored_at=[stamp] * (n + n_errors))

@@ -68,7 +68,7 @@ def bad_objects() -> dict[str, tuple[bytes, str]]:
         "photos/2019/truncated.jpg": (jpeg[: len(jpeg) // 3], "truncated"),
         "photos/2020/notes.jpg": (b"these are not pixels\n" * 20, "recognised"),
         "photos/2020/archive.png": (archive.getvalue(), "recognised"),
-        "photos/2021/bomb.png": (bomb, "pixel limit"),
+        "photos/2021/bomb.png": (bomb, "--max-pixels"),
     }
 
 
@@ -88,7 +88,8 @@ def test_predictor_scores_as_the_model_does():
     crops = np.stack([predictor.transform.crop_bytes(_encode(Image.fromarray(p), "PNG"))
                       for p in photos] + [np.zeros((SIZE, SIZE, 3), np.uint8)])
     errors = np.array([NO_ERROR] * 3 + ["not found"], dtype=object)
-    out = predictor({"row": np.arange(4), "error": errors, "crop": crops,
+    kinds = np.array([NO_ERROR] * 3 + ["permanent"], dtype=object)
+    out = predictor({"row": np.arange(4), "error": errors, "error_kind": kinds, "crop": crops,
                      "width": np.zeros(4, np.int32), "height": np.zeros(4, np.int32)})
     model = load_scoring_model(MODEL)
     with torch.no_grad():
