@@ -10,7 +10,6 @@ image keeps its row with the reason in ``error``; it never stops the job.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import math
 import warnings
@@ -133,22 +132,47 @@ def retrying_task_args(retries: int = TASK_RETRIES) -> dict:
     return {"max_retries": retries, "retry_exceptions": [storage.TransientStorageError]}
 
 
-class _DecodingPredictor:
-    """On CPUs: an actor that decodes its own photos, then predicts (no copy of the crops
-    through the object store). Composed here rather than left to Ray Data's operator fusion,
-    which fuses only operators with equal remote args, and the actors need their own."""
+class _PoolActor:
+    """An inference actor: the predictor, and on CPUs the decoding of its own photos (no copy
+    of the crops through the object store; composed here rather than left to Ray Data's
+    operator fusion, which fuses only operators with equal remote args, and the actors need
+    their own). Each actor enters itself in its pass's :class:`_ActorRoll`."""
 
-    def __init__(self, predictor: type, predictor_kwargs: dict, decode_kwargs: dict) -> None:
+    def __init__(self, predictor: type, predictor_kwargs: dict, decode_kwargs: dict | None,
+                 roll) -> None:
+        import ray
+
+        roll.enter.remote(ray.get_runtime_context().current_actor)
         self.predict = predictor(**predictor_kwargs)
         self.decode_kwargs = decode_kwargs
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return self.predict(decode_batch(batch, **self.decode_kwargs))
+        if self.decode_kwargs is not None:
+            batch = decode_batch(batch, **self.decode_kwargs)
+        return self.predict(batch)
 
 
-def _dataset(table: pa.Table, per_block: int, transform: ImageTransform, predictor: type,
-             predictor_kwargs: dict, *, batch_size: int, concurrency: int, device: str,
-             limits: ImageLimits, decode_concurrency: int | None, isolated: bool,
+class _ActorRoll:
+    """The actors of one pass (a Ray actor without resources), so that the driver ends them
+    when the pass is over. Ray Data ends its actors by dropping their handles, and an actor
+    that died and was restarted can outlive its pool that way (seen here: held until a
+    garbage collection, or for good), keeping its CPU or GPU from the next pass: on a cluster
+    the size of the pool, a deadlock."""
+
+    def __init__(self) -> None:
+        self.actors: list = []
+
+    def enter(self, actor) -> None:
+        self.actors.append(actor)
+
+    def take(self) -> list:
+        actors, self.actors = self.actors, []
+        return actors
+
+
+def _dataset(table: pa.Table, per_block: int, roll, transform: ImageTransform,
+             predictor: type, predictor_kwargs: dict, *, batch_size: int, concurrency: int,
+             device: str, limits: ImageLimits, decode_concurrency: int | None, isolated: bool,
              task_retries: int):
     import ray
 
@@ -165,13 +189,11 @@ def _dataset(table: pa.Table, per_block: int, transform: ImageTransform, predict
             decode_batch, batch_size=batch_size, batch_format="numpy", fn_kwargs=decode_kwargs,
             compute=ray.data.TaskPoolStrategy(size=decode_concurrency) if decode_concurrency
             else None, udf_modifying_row_count=False, **retrying_task_args(task_retries))
-        udf, constructor_kwargs = predictor, predictor_kwargs
-    else:
-        udf, constructor_kwargs = _DecodingPredictor, {
-            "predictor": predictor, "predictor_kwargs": predictor_kwargs,
-            "decode_kwargs": decode_kwargs}
+        decode_kwargs = None
     return dataset.map_batches(
-        udf, batch_size=batch_size, batch_format="numpy", fn_constructor_kwargs=constructor_kwargs,
+        _PoolActor, batch_size=batch_size, batch_format="numpy",
+        fn_constructor_kwargs={"predictor": predictor, "predictor_kwargs": predictor_kwargs,
+                               "decode_kwargs": decode_kwargs, "roll": roll},
         # Isolated: one task at a time per actor, so that an actor's death fails no other photo.
         compute=ray.data.ActorPoolStrategy(size=concurrency,
                                            max_tasks_in_flight_per_actor=1 if isolated else None),
@@ -217,6 +239,8 @@ def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
     tried one photo per task, and a photo that fails alone is an error row
     (:data:`WORKER_DIED`, or a 'transient' storage fault) while the others are scored.
     """
+    import ray
+
     if not len(rows):
         return
     columns = {"row": pa.array(rows, pa.int64())}
@@ -235,8 +259,18 @@ def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
     order = np.argsort(rows, kind="stable")
 
     def run(part: pa.Table, block: int, isolated: bool) -> Iterator[dict[str, np.ndarray]]:
+        roll = ray.remote(num_cpus=0)(_ActorRoll).remote()
+        try:
+            yield from run_pass(part, block, isolated, roll)
+        finally:
+            for actor in ray.get(roll.take.remote()):
+                ray.kill(actor)
+            ray.kill(roll)
+
+    def run_pass(part: pa.Table, block: int, isolated: bool, roll
+                 ) -> Iterator[dict[str, np.ndarray]]:
         with _tolerant_execution():
-            dataset = _dataset(part, block, isolated=isolated, **options)
+            dataset = _dataset(part, block, roll, isolated=isolated, **options)
             # Whole blocks as they complete: the driver sees progress without filling a batch.
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 where = order[np.searchsorted(rows, batch["row"], sorter=order)]
@@ -246,11 +280,6 @@ def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
                     yield batch
                 elif fresh.any():  # a retried task whose first try also delivered
                     yield {key: value[fresh] for key, value in batch.items()}
-            del dataset
-        # Ray Data ends its actors by dropping their handles; after an actor died, one is left
-        # in a reference cycle: collect it, or the actor keeps its CPU (GPU) from the next pass
-        # (measured: held until a collection), and a cluster the size of the pool deadlocks.
-        gc.collect()
 
     yield from run(table, per_block, isolated=False)
     lost = np.flatnonzero(~seen)
