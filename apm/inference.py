@@ -40,6 +40,10 @@ WORKER_DIED = "worker died while decoding or scoring this object"
 #: Ray retries of a task (or actor task) that failed, before its photos are tried one by one.
 TASK_RETRIES = 2
 
+# Ray 2.60 has no named parameters for task and actor retries yet, and warns on every
+# ray_remote_args that they will go; these modules pass them on purpose.
+warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
+
 #: Files a folder / prefix input is searched for (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -127,8 +131,6 @@ def retrying_task_args(retries: int = TASK_RETRIES) -> dict:
     retried ``retries`` times (Ray Data's default: without end), and so is one that raised
     :class:`apm.storage.TransientStorageError` (a store fault that outlasted botocore's
     retries)."""
-    # Ray 2.60 has no named parameters for these yet and warns that ray_remote_args will go.
-    warnings.filterwarnings("ignore", "`ray_remote_args` is deprecated")
     return {"max_retries": retries, "retry_exceptions": [storage.TransientStorageError]}
 
 

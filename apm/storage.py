@@ -52,8 +52,10 @@ AWS_SETTING_VARS: tuple[str, ...] = (
 # A preflight must answer quickly: fail fast on a dead endpoint instead of retrying for minutes.
 _PREFLIGHT_S3_CONFIG = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 3}}
 # Bulk reads and writes ride out throttling, 5xx and short outages: botocore's adaptive mode
-# (exponential backoff with jitter, client-side rate limiting on throttles), 10 attempts.
-_BULK_S3_CONFIG = {"connect_timeout": 10, "read_timeout": 120,
+# (exponential backoff with jitter, client-side rate limiting on throttles), 10 attempts. A
+# connection that stops answering is given up after 30 s without a byte (then retried):
+# measured, a request caught by an outage otherwise waited out the whole read timeout.
+_BULK_S3_CONFIG = {"connect_timeout": 10, "read_timeout": 30,
                    "retries": {"max_attempts": 10, "mode": "adaptive"}}
 
 #: S3 error codes that say the store, not the object, failed: worth retrying.

@@ -91,7 +91,7 @@ def test_a_store_outage_mid_job_leaves_no_error_row(ray_local, s3_bucket, s3_end
                                                     monkeypatch):
     """Connections to the store are refused (and open ones reset) for ~20 s mid-job, then the
     same data is served again: the job finishes and no row is an error."""
-    n = 120
+    n = 64
     for i in range(n):
         storage.write_bytes(f"{s3_bucket}/lib/p{i:03d}.png", _png(i))
     host, port = s3_endpoint.rsplit("//", 1)[1].split(":")
