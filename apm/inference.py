@@ -13,8 +13,8 @@ import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -69,12 +69,41 @@ def known_errors(uris: list[str | None], statuses: list[str | None],
     return errors
 
 
-def default_concurrency(device: str) -> int:
-    """Inference actors when none are asked for: one per GPU on 'cuda', else one per CPU."""
+#: The size of an inference actor pool: a fixed number of actors, or ``(min, max)`` for a pool
+#: that grows while work is queued and the cluster has room (max None: no cap but the
+#: cluster's; as Ray Data's own ``concurrency``).
+PoolSize = int | tuple[int, int | None]
+
+
+def default_concurrency(device: str, max_actors: int | None = None) -> PoolSize:
+    """The pool when no size is asked for: elastic, from one actor up to ``max_actors`` (None:
+    as many as the cluster holds, one per GPU on 'cuda', else one per CPU). On an autoscaling
+    cluster the pool grows onto nodes as they join: Ray Data adds actors while they are busy
+    and the cluster has free resources, and asks the autoscaler for more."""
+    return (1, max_actors)
+
+
+def _actors_planned(concurrency: PoolSize, device: str) -> int:
+    """How many actors a pool will have for planning work, without waiting for nodes."""
     import ray
 
-    resources = ray.cluster_resources()
-    return max(1, int(resources.get("GPU" if device == "cuda" else "CPU", 1)))
+    if isinstance(concurrency, int):
+        return concurrency
+    low, high = concurrency
+    here = int(ray.cluster_resources().get("GPU" if device == "cuda" else "CPU", 1))
+    return max(low, min(high or here, here), 1)
+
+
+def _pool(concurrency: PoolSize, isolated: bool):
+    import ray
+
+    # Isolated: one task at a time per actor, so that an actor's death fails no other photo.
+    in_flight = 1 if isolated else None
+    if isinstance(concurrency, int):
+        return ray.data.ActorPoolStrategy(size=concurrency, max_tasks_in_flight_per_actor=in_flight)
+    low, high = concurrency
+    return ray.data.ActorPoolStrategy(min_size=low, max_size=high,
+                                      max_tasks_in_flight_per_actor=in_flight)
 
 
 def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
@@ -172,17 +201,45 @@ class _ActorRoll:
         return actors
 
 
-def _dataset(table: pa.Table, per_block: int, roll, transform: ImageTransform,
-             predictor: type, predictor_kwargs: dict, *, batch_size: int, concurrency: int,
-             device: str, limits: ImageLimits, decode_concurrency: int | None, isolated: bool,
-             task_retries: int):
+class RowSource(Protocol):
+    """Where the photos of a job are listed: row positions in, a Ray dataset of their ``row``,
+    ``uri`` and optionally ``size`` (bytes, checked against the limits before reading) and
+    ``error`` (known bad: not read) out, one block per ``per_block`` rows."""
+
+    def dataset(self, rows: np.ndarray, per_block: int): ...
+
+
+class TableRows:
+    """Photos listed in a table held by the driver: row ``i`` is the table's row ``i``."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+
+    def dataset(self, rows: np.ndarray, per_block: int):
+        picked = pa.array(rows, pa.int64())
+        columns = {"row": picked}
+        for name in ("uri", "size", "error"):
+            if name in self.table.column_names:
+                columns[name] = self.table.column(name).take(picked)
+        return _blocks(pa.table(columns), per_block)
+
+
+def _blocks(table: pa.Table, per_block: int):
+    import ray
+
+    return ray.data.from_arrow([table.slice(i, per_block)
+                                for i in range(0, table.num_rows, per_block)])
+
+
+def _dataset(dataset, roll, transform: ImageTransform,
+             predictor: type, predictor_kwargs: dict, *, batch_size: int,
+             concurrency: PoolSize, device: str, limits: ImageLimits,
+             decode_concurrency: int | None, isolated: bool, task_retries: int):
     import ray
 
     env = storage.ray_env_vars()
     if isolated:  # Ray Data bundles blocks up to batch_size rows into one task
         batch_size = 1
-    blocks = [table.slice(i, per_block) for i in range(0, table.num_rows, per_block)]
-    dataset = ray.data.from_arrow(blocks)
     decode_kwargs = {"transform": transform, "storage_env": env, "limits": limits,
                      "isolated": isolated}
     predictor_kwargs = {**predictor_kwargs, "device": device, "storage_env": env}
@@ -196,9 +253,7 @@ def _dataset(table: pa.Table, per_block: int, roll, transform: ImageTransform,
         _PoolActor, batch_size=batch_size, batch_format="numpy",
         fn_constructor_kwargs={"predictor": predictor, "predictor_kwargs": predictor_kwargs,
                                "decode_kwargs": decode_kwargs, "roll": roll},
-        # Isolated: one task at a time per actor, so that an actor's death fails no other photo.
-        compute=ray.data.ActorPoolStrategy(size=concurrency,
-                                           max_tasks_in_flight_per_actor=1 if isolated else None),
+        compute=_pool(concurrency, isolated),
         num_gpus=1 if device == "cuda" else None, udf_modifying_row_count=False,
         # Actors are restarted as often as needed; each of their tasks is retried task_retries
         # times (Ray Data's default retries a task whose actor died without end).
@@ -221,58 +276,55 @@ def _tolerant_execution():
         context.max_errored_blocks, context.actor_task_retry_on_errors = saved
 
 
-def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
-                 predictor: type, predictor_kwargs: dict, *, batch_size: int, concurrency: int,
-                 device: str, limits: ImageLimits = DEFAULT_LIMITS,
+def predict_rows(inputs: pa.Table | RowSource, rows: np.ndarray, transform: ImageTransform,
+                 predictor: type, predictor_kwargs: dict, *, batch_size: int,
+                 concurrency: PoolSize, device: str, limits: ImageLimits = DEFAULT_LIMITS,
                  decode_concurrency: int | None = None,
                  task_retries: int = TASK_RETRIES) -> Iterator[dict[str, np.ndarray]]:
     """Decode ``inputs[rows]`` in Ray Data tasks, then run ``predictor`` in an actor pool.
 
+    ``inputs`` is a table held by the driver (``uri`` and optionally ``size``, ``error``) or a
+    :class:`RowSource` that Ray tasks read (a job's listing); ``rows`` are sorted positions.
     ``predictor`` is a callable class built once per actor with ``predictor_kwargs`` (plus the
     device and the storage settings) and called on decoded batches (``row``, ``error``,
     ``error_kind``, ``crop``, ``width``, ``height``); its output batches stream back as Ray
     Data completes them, in no particular order, each row exactly once. One GPU per actor on
     'cuda'; ``decode_concurrency`` caps the decoding tasks there (default: as many as the
-    cluster's CPUs allow). ``inputs`` has ``uri`` and optionally ``size`` (bytes, checked
-    against ``limits`` before reading).
+    cluster's CPUs allow). A row whose ``error`` is set is not read: it comes back as an error.
 
-    A task whose worker dies (out of memory, a crash in a decoder) or that keeps hitting store
-    faults is retried ``task_retries`` times; the rows of a batch that still fails are then
-    tried one photo per task, and a photo that fails alone is an error row
+    A task whose worker dies (out of memory, a crash in a decoder, a lost node) or that keeps
+    hitting store faults is retried ``task_retries`` times; the rows of a batch that still
+    fails are then tried one photo per task, and a photo that fails alone is an error row
     (:data:`WORKER_DIED`, or a 'transient' storage fault) while the others are scored.
     """
     import ray
 
     if not len(rows):
         return
-    columns = {"row": pa.array(rows, pa.int64())}
-    picked = pa.array(rows, pa.int64())
-    for name in ("uri", "size"):
-        if name in inputs.column_names:
-            columns[name] = inputs.column(name).take(picked)
-    table = pa.table(columns)
+    source = TableRows(inputs) if isinstance(inputs, pa.Table) else inputs
+    rows = np.asarray(rows, np.int64)
     options = {"transform": transform, "predictor": predictor,
                "predictor_kwargs": predictor_kwargs, "batch_size": batch_size,
                "concurrency": concurrency, "device": device, "limits": limits,
                "decode_concurrency": decode_concurrency, "task_retries": task_retries}
     # Small inputs still get a few blocks per actor, so that every actor has work.
-    per_block = max(1, min(ROWS_PER_BLOCK, math.ceil(len(rows) / (4 * concurrency))))
+    actors = _actors_planned(concurrency, device)
+    per_block = max(1, min(ROWS_PER_BLOCK, math.ceil(len(rows) / (4 * actors))))
     seen = np.zeros(len(rows), dtype=bool)
     order = np.argsort(rows, kind="stable")
 
-    def run(part: pa.Table, block: int, isolated: bool) -> Iterator[dict[str, np.ndarray]]:
+    def run(inputs: Callable, isolated: bool) -> Iterator[dict[str, np.ndarray]]:
         roll = ray.remote(num_cpus=0)(_ActorRoll).remote()
         try:
-            yield from run_pass(part, block, isolated, roll)
+            yield from run_pass(inputs, isolated, roll)
         finally:
             for actor in ray.get(roll.take.remote()):
                 ray.kill(actor)
             ray.kill(roll)
 
-    def run_pass(part: pa.Table, block: int, isolated: bool, roll
-                 ) -> Iterator[dict[str, np.ndarray]]:
-        with _tolerant_execution():
-            dataset = _dataset(part, block, roll, isolated=isolated, **options)
+    def run_pass(inputs: Callable, isolated: bool, roll) -> Iterator[dict[str, np.ndarray]]:
+        with _tolerant_execution():  # a dataset keeps the context it was made in
+            dataset = _dataset(inputs(), roll, isolated=isolated, **options)
             # Whole blocks as they complete: the driver sees progress without filling a batch.
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
                 where = order[np.searchsorted(rows, batch["row"], sorter=order)]
@@ -283,17 +335,18 @@ def predict_rows(inputs: pa.Table, rows: np.ndarray, transform: ImageTransform,
                 elif fresh.any():  # a retried task whose first try also delivered
                     yield {key: value[fresh] for key, value in batch.items()}
 
-    yield from run(table, per_block, isolated=False)
-    lost = np.flatnonzero(~seen)
+    yield from run(lambda: source.dataset(rows, per_block), isolated=False)
+    lost = rows[~seen]
     if len(lost):
         log.warning("%d photos were in batches whose tasks failed %d times; retrying them one "
                     "per task", len(lost), task_retries + 1)
-        yield from run(table.take(pa.array(lost)), 1, isolated=True)
-    lost = np.flatnonzero(~seen)
+        yield from run(lambda: source.dataset(lost, 1), isolated=True)
+    lost = rows[~seen]
     if len(lost):
         log.warning("%d photos failed alone too: error rows (%s)", len(lost), WORKER_DIED)
-        culprits = table.take(pa.array(lost)).select(["row", "uri"])
-        culprits = culprits.append_column("error", pa.array([WORKER_DIED] * len(lost)))
-        yield from run(culprits, ROWS_PER_BLOCK, isolated=False)
+        culprits = pa.table({"row": pa.array(lost, pa.int64()),
+                             "uri": pa.array([""] * len(lost), pa.string()),
+                             "error": pa.array([WORKER_DIED] * len(lost), pa.string())})
+        yield from run(lambda: _blocks(culprits, ROWS_PER_BLOCK), isolated=False)
     if not seen.all():
         raise RuntimeError(f"internal error: {int((~seen).sum())} rows never came back")

@@ -148,9 +148,12 @@ class ScoreConfig:
     device: str = "cpu"
     image_size: int | None = None  # default: the checkpoint's training crop, else 224
     batch_size: int = 32
-    concurrency: int | None = None  # inference actors; default one per GPU / CPU of the cluster
+    concurrency: int | None = None  # a fixed pool of this many actors; default: elastic
+    max_actors: int | None = None  # the elastic pool's cap; default: as many as the cluster holds
     decode_concurrency: int | None = None  # GPU runs: decoding tasks; default as Ray sees fit
     rows_per_file: int = 50_000
+    rows_per_part: int = 200_000  # rows per listing part
+    listing_tasks: int | None = None  # listing tasks at most; default 4 per cluster CPU
     embedding: bool = True
     limits: ImageLimits = DEFAULT_LIMITS  # what one object may cost (bytes, pixels, aspect)
     suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES  # None: every object of the prefix
@@ -164,6 +167,8 @@ class ScoreConfig:
             raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if min(self.image_size or 1, self.batch_size, self.rows_per_file) < 1:
             raise ValueError("image size, batch size and rows per file must be >= 1")
+        if min(self.rows_per_part, self.listing_tasks or 1, self.max_actors or 1) < 1:
+            raise ValueError("rows per part, listing tasks and max actors must be >= 1")
         if self.concurrency is not None and self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
@@ -225,10 +230,11 @@ def _fixed(values: np.ndarray, type_: pa.DataType, valid: np.ndarray) -> pa.Arra
     return pa.FixedSizeListArray.from_arrays(flat, type=type_, mask=pa.array(~valid))
 
 
-def scores_table(listed: pa.Table, result: dict[str, np.ndarray], model_id_: str,
+def scores_table(listed: pa.Table | None, result: dict[str, np.ndarray], model_id_: str,
                  scored_at: dt.datetime) -> pa.Table:
-    """``SCORES_SCHEMA`` rows for ``listed`` (uri, image_id, size) and their ``result`` arrays."""
-    n = listed.num_rows
+    """``SCORES_SCHEMA`` rows for ``listed`` (uri, image_id, size) and their ``result`` arrays
+    (``listed`` None: those three columns null, to be filled by :func:`with_listing`)."""
+    n = len(result["row"])
     errors = [e or None for e in result["error"]]
     ok = np.array([e is None for e in errors], dtype=bool)
     kinds = [(k or KIND_PERMANENT) if e else None for e, k in zip(errors, result["error_kind"])]
@@ -243,10 +249,15 @@ def scores_table(listed: pa.Table, result: dict[str, np.ndarray], model_id_: str
         embedding_column = pa.ListArray.from_arrays(offsets, flat, type=EMBEDDING_TYPE,
                                                     mask=pa.array(~ok))
     mean = result["mean"].astype(np.float32)
+
+    def listed_column(name: str) -> pa.Array:
+        return (listed.column(name) if listed is not None
+                else pa.nulls(n, SCORES_SCHEMA.field(name).type))
+
     return pa.table({
-        "uri": listed.column("uri"),
-        "image_id": listed.column("image_id"),
-        "size": listed.column("size"),
+        "uri": listed_column("uri"),
+        "image_id": listed_column("image_id"),
+        "size": listed_column("size"),
         "status": pa.array([STATUS_OK if v else STATUS_ERROR for v in ok], pa.string()),
         "error": pa.array(errors, pa.string()),
         "error_kind": pa.array(kinds, pa.string()),
@@ -266,37 +277,27 @@ def scores_table(listed: pa.Table, result: dict[str, np.ndarray], model_id_: str
     }, schema=SCORES_SCHEMA)
 
 
-def _failed(rows: np.ndarray, errors: list[str]) -> dict[str, np.ndarray]:
-    """A result batch for rows known to be bad before any reading (no embedding: all null)."""
-    n = len(rows)
-    return {"row": rows, "error": np.array(errors, dtype=object),
-           "error_kind": np.array([KIND_PERMANENT] * n, dtype=object),
-           "width": np.zeros(n, np.int32), "height": np.zeros(n, np.int32),
-           "dist": np.full((n, NUM_BINS), np.nan, np.float32),
-           "mean": np.full(n, np.nan, np.float32), "std": np.full(n, np.nan, np.float32),
-           "top5_ids": np.zeros((n, TEACHER_TOP_K), np.int32),
-           "top5_probs": np.zeros((n, TEACHER_TOP_K), np.float32)}
+def with_listing(table: pa.Table, listed: pa.Table) -> pa.Table:
+    """``table`` (rows in listing order) with the uri, image_id and size of ``listed``."""
+    for name in ("uri", "image_id", "size"):
+        table = table.set_column(table.schema.get_field_index(name), SCORES_SCHEMA.field(name),
+                                 listed.column(name))
+    return table
 
 
 def shard_uri(config: ScoreConfig, shard: int) -> str:
     return config.uri(SCORES_FOLDER, f"part-{shard:06d}.parquet")
 
 
-def listing_digest(listed: pa.Table) -> str:
-    """What identifies a listing: a hash of its URIs, in order (row positions make shards)."""
-    digest = hashlib.sha256()
-    for chunk in listed.column("uri").chunks:
-        digest.update("\0".join("" if u is None else u for u in chunk.to_pylist()).encode())
-        digest.update(b"\1")
-    return "sha256:" + digest.hexdigest()[:16]
-
-
-def shard_stamp(listed: pa.Table, first_row: int, rows: int, model_id_: str) -> dict:
+def shard_stamp(listing: Listing, first_row: int, rows: int, model_id_: str) -> dict:
     """What a shard file must hold to be kept by a resumed run (its Parquet key-value
     metadata): its row range, first and last URI, and the model that scored it."""
-    uris = listed.column("uri")
-    return {"first_row": first_row, "rows": rows, "first_uri": uris[first_row].as_py(),
-            "last_uri": uris[first_row + rows - 1].as_py(), "model_id": model_id_}
+    uris = pa.concat_arrays([
+        listing.read_rows(first_row, first_row + 1, ["uri"]).column("uri").combine_chunks(),
+        listing.read_rows(first_row + rows - 1, first_row + rows, ["uri"]).column("uri")
+        .combine_chunks()])
+    return {"first_row": first_row, "rows": rows, "first_uri": uris[0].as_py(),
+            "last_uri": uris[1].as_py(), "model_id": model_id_}
 
 
 def shard_mismatch(uri: str, stamp: dict) -> str | None:
@@ -316,17 +317,20 @@ def shard_mismatch(uri: str, stamp: dict) -> str | None:
 
 
 class ShardWriter:
-    """Collects result batches per shard; writes a shard's file once all its rows are in."""
+    """Collects result rows per shard; once all of a shard's rows are in, joins them with
+    their listing rows (read then, from the listing's parts) and writes the shard's file.
+    The driver holds only the shards in flight."""
 
-    def __init__(self, config: ScoreConfig, listed: pa.Table, model_id_: str,
+    def __init__(self, config: ScoreConfig, listing: Listing, model_id_: str,
                  summary: ScoreSummary) -> None:
-        self.config, self.listed, self.model_id, self.summary = config, listed, model_id_, summary
+        self.config, self.listing, self.model_id, self.summary = (config, listing, model_id_,
+                                                                  summary)
         self.pending: dict[int, list[tuple[np.ndarray, pa.Table]]] = {}
         self.missing: dict[int, int] = {}  # shard -> rows still to come
 
     def shard_rows(self, shard: int) -> int:
         size = self.config.rows_per_file
-        return min(size, self.listed.num_rows - shard * size)
+        return min(size, self.listing.rows - shard * size)
 
     def rows_of(self, shard: int) -> np.ndarray:
         first = shard * self.config.rows_per_file
@@ -346,30 +350,32 @@ class ShardWriter:
         rows = result["row"].astype(np.int64)
         shards = rows // self.config.rows_per_file
         scored_at = dt.datetime.now(dt.UTC)
+        self._record(result)
         for shard in np.unique(shards):
             pick = np.flatnonzero(shards == shard)
             part = {key: value[pick] for key, value in result.items()}
-            table = scores_table(self.listed.take(pa.array(rows[pick])), part, self.model_id,
-                                 scored_at)
-            self.pending[int(shard)].append((rows[pick], table))
+            self.pending[int(shard)].append((rows[pick], scores_table(None, part, self.model_id,
+                                                                      scored_at)))
             self.missing[int(shard)] -= len(pick)
-            self._record(table)
             if self.missing[int(shard)] == 0:
                 self._write(int(shard))
 
-    def _record(self, table: pa.Table) -> None:
-        statuses = table.column("status").to_pylist()
-        self.summary.rows += len(statuses)
-        self.summary.ok += statuses.count(STATUS_OK)
-        self.summary.errors.update(e for e in table.column("error").to_pylist() if e is not None)
-        self.summary.kinds.update(k for k in table.column("error_kind").to_pylist() if k)
+    def _record(self, result: dict[str, np.ndarray]) -> None:
+        failed = [e for e in result["error"] if e]
+        self.summary.rows += len(result["row"])
+        self.summary.ok += len(result["row"]) - len(failed)
+        self.summary.errors.update(failed)
+        self.summary.kinds.update((k or KIND_PERMANENT) for e, k in
+                                  zip(result["error"], result["error_kind"]) if e)
 
     def _write(self, shard: int) -> None:
         pieces = self.pending.pop(shard)
         del self.missing[shard]
         rows = np.concatenate([r for r, _ in pieces])
         table = pa.concat_tables([t for _, t in pieces]).take(pa.array(np.argsort(rows)))
-        stamp = shard_stamp(self.listed, int(rows.min()), len(rows), self.model_id)
+        first = int(rows.min())
+        table = with_listing(table, self.listing.read_rows(first, first + len(rows)))
+        stamp = shard_stamp(self.listing, first, len(rows), self.model_id)
         table = table.replace_schema_metadata({SHARD_KEY: json.dumps(stamp)})
         storage.write_table(table, shard_uri(self.config, shard))
         self.summary.files_written += 1
@@ -419,13 +425,14 @@ def _prepare_out(config: ScoreConfig, record: dict) -> dict | None:
     return earlier
 
 
-def _read_listing(config: ScoreConfig) -> tuple[Listing, pa.Table]:
+def _read_listing(config: ScoreConfig) -> Listing:
     folder = config.uri(LISTING_FOLDER)
     if not storage.exists(folder):
         log.info("listing %s into %s", config.input, folder)
     try:
-        listing = build_listing(ListingConfig(config.input, folder, suffixes=config.suffixes))
-        return listing, listing.read(["uri", "image_id", "size", "error"])
+        return build_listing(ListingConfig(config.input, folder, suffixes=config.suffixes,
+                                           rows_per_part=config.rows_per_part,
+                                           tasks=config.listing_tasks))
     except (ValueError, KeyError, TypeError, OSError, pa.ArrowException) as err:
         if isinstance(err, storage.StorageError):
             raise
@@ -438,14 +445,14 @@ def _plan_shards(config: ScoreConfig, writer: ShardWriter, identity: str,
                  summary: ScoreSummary) -> np.ndarray:
     """Open every shard to (re)score and return the listing rows to score."""
     todo: list[np.ndarray] = []
-    shards = math.ceil(writer.listed.num_rows / config.rows_per_file)
+    shards = math.ceil(writer.listing.rows / config.rows_per_file)
     for shard in range(shards):
         uri, rows = shard_uri(config, shard), writer.rows_of(shard)
         if not storage.exists(uri):
             writer.open(shard)
             todo.append(rows)
             continue
-        why = shard_mismatch(uri, shard_stamp(writer.listed, int(rows[0]), len(rows), identity))
+        why = shard_mismatch(uri, shard_stamp(writer.listing, int(rows[0]), len(rows), identity))
         if why:
             log.warning("%s is not kept: %s; scoring its rows again", uri, why)
             writer.open(shard)
@@ -480,25 +487,22 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
         identity, crop = model_id(config.model), config.crop
         record = config.job_record(identity, crop)
         earlier = _prepare_out(config, record)
-        listing, listed = _read_listing(config)
-        record["listing_digest"] = listing_digest(listed)
+        listing = _read_listing(config)
+        record["listing_digest"] = listing.digest
         if earlier and earlier.get("listing_digest") not in (None, record["listing_digest"]):
             log.warning("the listing differs from the earlier run's (%s -> %s): shard files that "
                         "do not match it are scored again", earlier["listing_digest"],
                         record["listing_digest"])
         storage.write_text(config.uri(JOB_FILE), json.dumps(record, indent=1))
         summary = ScoreSummary(storage.normalize(config.out), identity, listing)
-        writer = ShardWriter(config, listed, identity, summary)
+        writer = ShardWriter(config, listing, identity, summary)
         rows = _plan_shards(config, writer, identity, summary)
-        known = np.array(listed.column("error").to_pylist(), dtype=object)[rows]
-        bad = rows[known != None]  # noqa: E711 - elementwise on an object array
-        if len(bad):
-            writer.add(_failed(bad, list(known[known != None])))  # noqa: E711
-        good = rows[known == None]  # noqa: E711
-        concurrency = config.concurrency or default_concurrency(config.device)
+        concurrency = (config.concurrency
+                       or default_concurrency(config.device, config.max_actors))
         progress = Progress(len(rows), config.progress_every_s)
+        # Rows known to be bad (a manifest's image_status) come back as error rows unread.
         batches = predict_rows(
-            listed, good, image_transform(architecture.backbone, crop), ScorePredictor,
+            listing, rows, image_transform(architecture.backbone, crop), ScorePredictor,
             {"model": config.model, "image_size": crop, "embedding": config.embedding},
             batch_size=config.batch_size, concurrency=concurrency, device=config.device,
             limits=config.limits, decode_concurrency=config.decode_concurrency)

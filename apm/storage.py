@@ -370,15 +370,16 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, filesystem=fs, columns=columns)
 
 
-def write_table(table: pa.Table, uri: str) -> None:
+def write_table(table: pa.Table, uri: str, row_group_size: int | None = None) -> None:
     """Write one Parquet file, whole or not at all (:func:`open_file`); its parent folder is
     created where the store has folders."""
+    options = {"compression": "zstd", "row_group_size": row_group_size}
     if is_s3(uri):
         fs, path = arrow_filesystem(uri)
-        pq.write_table(table, path, filesystem=fs, compression="zstd")
+        pq.write_table(table, path, filesystem=fs, **options)
         return
     with open_file(uri, "wb") as f:
-        pq.write_table(table, f, compression="zstd")
+        pq.write_table(table, f, **options)
 
 
 # --- preflight ------------------------------------------------------------------------------

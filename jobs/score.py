@@ -11,10 +11,12 @@ from apm.teacher import DEVICES
 from jobs import _cli
 
 EPILOG = f"""\
-Input: a folder or s3:// prefix (listed recursively, in parallel over its sub-folders; objects
-with these suffixes, case-insensitive: {' '.join(IMAGE_SUFFIXES)}; --all-objects lists every
-object), or a manifest .parquet (its uri and image_id; rows whose image_status is not ok
-become error rows). The listing is written to OUT/_listing once and reused by reruns.
+Input: a folder or s3:// prefix (listed recursively; objects with these suffixes,
+case-insensitive: {' '.join(IMAGE_SUFFIXES)}; --all-objects lists every object), or a manifest
+.parquet (its uri and image_id; rows whose image_status is not ok become error rows). The
+listing streams into OUT/_listing in parts of --rows-per-part rows, written once and reused by
+reruns: an S3 prefix, flat or deep, is cut into up to --listing-tasks key ranges listed in
+parallel; a local folder's sub-folders are grouped into that many tasks.
 
 Model: an APM checkpoint from jobs.finetune / jobs.distill (path or s3:// URI), or random:ARCH
 for a randomly initialised model (same weights in every actor; smoke tests and benchmarks).
@@ -38,6 +40,8 @@ every --progress-every seconds reports rows done, images/s and errors; a summary
 
 On GPUs (--device cuda): one actor per GPU (bf16, channels-last), photos decoded by CPU tasks
 (--decode-concurrency caps them). On CPUs: one actor per CPU, each decoding its own photos.
+The pool is elastic: it starts with one actor and grows, while work is queued, onto every node
+the cluster has or the autoscaler adds, up to --max-actors (--concurrency N: a fixed pool).
 
 example:
   python -m jobs.score --input s3://photos/library/ --output s3://photos/scores \\
@@ -57,12 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int,
                    help="crop size (default: the one the checkpoint was trained at, else 224)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
-    p.add_argument("--concurrency", type=int,
-                   help="inference actors (default: one per GPU with cuda, else one per CPU)")
+    p.add_argument("--max-actors", type=int, metavar="N",
+                   help="most inference actors (default: as many as the cluster holds, one per "
+                        "GPU with cuda, else one per CPU; the pool grows onto nodes as the "
+                        "autoscaler adds them)")
+    p.add_argument("--concurrency", type=int, metavar="N",
+                   help="a fixed pool of N inference actors instead of the elastic one")
     p.add_argument("--decode-concurrency", type=int,
                    help="with cuda: most decoding tasks at once (default: as CPUs allow)")
     p.add_argument("--rows-per-file", type=int, default=50_000,
                    help="rows per output Parquet file (default 50000)")
+    p.add_argument("--rows-per-part", type=int, default=200_000, metavar="N",
+                   help="rows per listing part (OUT/_listing; default 200000)")
+    p.add_argument("--listing-tasks", type=int, metavar="N",
+                   help="most Ray tasks listing the input at once (default: 4 per cluster CPU); "
+                        "an S3 prefix is cut into this many key ranges")
     p.add_argument("--no-embedding", action="store_true", help="leave the embedding column null")
     p.add_argument("--all-objects", action="store_true",
                    help="list every object of the prefix, not only image suffixes")
@@ -84,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         config = ScoreConfig(
             input=args.input, out=args.output, model=args.model, device=args.device,
             image_size=args.image_size, batch_size=args.batch_size, concurrency=args.concurrency,
-            decode_concurrency=args.decode_concurrency, rows_per_file=args.rows_per_file,
+            max_actors=args.max_actors, decode_concurrency=args.decode_concurrency,
+            rows_per_file=args.rows_per_file, rows_per_part=args.rows_per_part,
+            listing_tasks=args.listing_tasks,
             embedding=not args.no_embedding, limits=_cli.image_limits(args),
             suffixes=None if args.all_objects else IMAGE_SUFFIXES, overwrite=args.overwrite,
             retry_errors=args.retry_errors, progress_every_s=args.progress_every,

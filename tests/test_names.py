@@ -112,8 +112,9 @@ def test_local_names_round_trip_through_uri(tmp_path):
 def test_every_local_name_is_one_row_that_reads_back(ray_local, tmp_path):
     root = str(tmp_path / "photos")
     expected = _local_tree(root)
-    # The driver lists the top level, one Ray task each sub-folder (their URIs travel to it).
-    uris = _check_listing(ListingConfig(root, str(tmp_path / "listing"), fanout=2, max_depth=0),
+    # The driver walks the top level only; Ray tasks list its files and sub-folders (their
+    # URIs travel to them).
+    uris = _check_listing(ListingConfig(root, str(tmp_path / "listing"), tasks=2, max_depth=0),
                           expected)
     encoded = [u for u in uris if u.startswith("file:///")]
     assert len(encoded) == 4 and all(u.isascii() for u in encoded)  # the names not in UTF-8
@@ -127,9 +128,11 @@ def test_every_s3_name_is_one_row_that_reads_back(ray_local, s3_bucket):
     for i, (name, image_id) in enumerate({**NAMES, **SUBFOLDER_NAMES, **S3_NAMES}.items()):
         client.put_object(Bucket=bucket, Key=f"photos/{name}", Body=(content := _png(i)))
         expected[content] = image_id
-    # The driver walks two levels: the sub-folder with ``//`` keys goes whole to a Ray task.
-    _check_listing(ListingConfig(f"{s3_bucket}/photos", f"{s3_bucket}/listing", fanout=8,
-                                 max_depth=1), expected)
+    # Pages of 4 keys: the driver cuts the keys after the first page into 8 ranges, found by
+    # probing with these names as StartAfter; Ray tasks list them.
+    config = ListingConfig(f"{s3_bucket}/photos", f"{s3_bucket}/listing", tasks=8, page_keys=4)
+    _check_listing(config, expected)
+    assert len({p.rsplit("-", 2)[1] for p in build_listing(config).parts}) > 4  # tasks' parts
 
 
 def test_score_cli_gives_one_ok_row_per_nasty_name(ray_local, tmp_path):

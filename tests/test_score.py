@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
@@ -145,15 +147,58 @@ def test_listing_in_parallel_tasks_matches_a_plain_listing(ray_local, s3_bucket)
              for i in range(3)] + ["lib/top.jpg", "lib/ann/notes.txt"]
     _upload(s3_bucket, {name: b"x" for name in names})
     listing = build_listing(ListingConfig(f"{s3_bucket}/lib", f"{s3_bucket}/listing",
-                                          rows_per_part=2, fanout=4, max_depth=1))
-    # The driver lists lib/ and its 3 sub-folders (fewer than fanout=4), then one task per
-    # day folder (6) writes 2 parts of at most 2 rows; lib/top.jpg is the driver's part.
-    assert len(listing.parts) == 1 + 6 * 2
+                                          rows_per_part=2, tasks=4, page_keys=3))
+    # The driver writes the first page (3 keys) and cuts the rest of the tree into 4 key
+    # ranges; each task streams its range into parts of at most 2 rows.
+    stems = [p.rsplit("/", 1)[1].split("-")[1] for p in listing.parts]
+    assert stems[0] == "00000" and sorted(set(stems)) == ["00000", "00001", "00002", "00003",
+                                                          "00004"]
+    assert max(listing.counts) <= 2 and sum(listing.counts) == listing.rows == 19
     uris = listing.read(["uri"]).column("uri").to_pylist()
-    assert sorted(uris) == sorted(f"{s3_bucket}/{n}" for n in names if n.endswith(".jpg"))
+    assert uris == sorted(f"{s3_bucket}/{n}" for n in names if n.endswith(".jpg"))
     assert listing.skipped == {".txt": 1}
     again = build_listing(ListingConfig(f"{s3_bucket}/lib", f"{s3_bucket}/listing"))
     assert again.reused and again.parts == listing.parts and again.rows == listing.rows
+    assert again.digest == listing.digest
+
+
+def test_a_flat_prefix_is_listed_as_key_ranges(ray_local, s3_bucket):
+    """Every key at one level (an upload service's layout): the key space is cut into ranges
+    by probing, whatever the names look like; one row per object, in key order."""
+    rng = np.random.default_rng(0)
+    names = ([f"flat/{i:06d}.jpg" for i in range(0, 300, 7)]
+             + [f"flat/{rng.integers(2**62):016x}.png" for _ in range(40)]
+             + [f"flat/фото-{i}.jpg" for i in range(20)] + ["flat/😀.jpg", "flat/a b.jpg"])
+    _upload(s3_bucket, {name: b"x" for name in names})
+    listing = build_listing(ListingConfig(f"{s3_bucket}/flat", f"{s3_bucket}/flat-listing",
+                                          tasks=6, page_keys=10, rows_per_part=1000))
+    assert len(listing.parts) == 7  # the driver's first page, then 6 ranges
+    assert listing.read(["uri"]).column("uri").to_pylist() == sorted(f"{s3_bucket}/{n}"
+                                                                     for n in names)
+
+
+def test_a_wide_local_tree_is_grouped_into_few_tasks(ray_local, tmp_path):
+    """A folder per user: the folders are grouped into at most ``tasks`` listing tasks (not one
+    task and one part per folder); the listing reads back as a dataset, block by block."""
+    root = tmp_path / "users"
+    expected = []
+    for user in range(40):
+        for i in range(user % 3 + 1):
+            path = root / f"u{user:03d}" / f"{i}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x" * (user + 1))
+            expected.append(str(path))
+    (root / "top.jpg").write_bytes(b"x")
+    listing = build_listing(ListingConfig(str(root), str(tmp_path / "listing"), tasks=3))
+    assert len(listing.parts) == 3 and listing.rows == len(expected) + 1
+    uris = listing.read(["uri"]).column("uri").to_pylist()
+    assert sorted(uris) == sorted([*expected, str(root / "top.jpg")])
+    rows = np.array([0, 1, 2, 5, 6, 30, listing.rows - 1])
+    table = pa.concat_tables(ray_local.get(listing.dataset(rows, 2).to_arrow_refs()))
+    table = table.sort_by("row")
+    assert table.column("row").to_pylist() == rows.tolist()
+    assert table.column("uri").to_pylist() == [uris[r] for r in rows]
+    assert table.column("size").to_pylist() == [os.path.getsize(uris[r]) for r in rows]
 
 
 def _config(src, out, **kw) -> ScoreConfig:
