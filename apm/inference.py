@@ -298,6 +298,7 @@ def predict_rows(inputs: pa.Table | RowSource, rows: np.ndarray, transform: Imag
     (:data:`WORKER_DIED`, or a 'transient' storage fault) while the others are scored.
     """
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not len(rows):
         return
@@ -314,11 +315,17 @@ def predict_rows(inputs: pa.Table | RowSource, rows: np.ndarray, transform: Imag
     order = np.argsort(rows, kind="stable")
 
     def run(inputs: Callable, isolated: bool) -> Iterator[dict[str, np.ndarray]]:
-        roll = ray.remote(num_cpus=0)(_ActorRoll).remote()
+        # On the driver's node: a roll lost with a worker node would lose its actors' names.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        roll = ray.remote(num_cpus=0, scheduling_strategy=here)(_ActorRoll).remote()
         try:
             yield from run_pass(inputs, isolated, roll)
         finally:
-            for actor in ray.get(roll.take.remote()):
+            try:
+                actors = ray.get(roll.take.remote())
+            except ray.exceptions.RayActorError:  # its node went down with the driver's
+                actors = []
+            for actor in actors:
                 ray.kill(actor)
             ray.kill(roll)
 

@@ -52,6 +52,8 @@ DONE_FILE = "_SUCCESS.json"
 LISTING_FORMAT = 2
 #: Rows per Parquet row group of a part: what a worker reads to get one block of rows.
 ROW_GROUP_ROWS = 4096
+#: Most tasks reading listing rows at once for a job (each reads a block in tens of ms).
+READ_TASKS = 16
 #: Keys per S3 listing page (the most S3 returns).
 PAGE_KEYS = 1000
 #: Listing tasks per cluster CPU when ``tasks`` is not set (they wait on the store, not CPUs).
@@ -150,9 +152,12 @@ class Listing:
         import ray
 
         specs = self.blocks(np.asarray(rows, np.int64), per_block)
+        # No CPU of their own: a fixed pool of actors may hold every CPU, and a read is a few
+        # ranged GETs; capped, as 0-CPU tasks are not bounded by the cluster's CPUs.
         return ray.data.from_items(specs, override_num_blocks=len(specs)).map_batches(
             read_blocks, batch_size=None, batch_format="pyarrow",
-            fn_kwargs={"storage_env": storage.ray_env_vars()}, **retrying_task_args())
+            fn_kwargs={"storage_env": storage.ray_env_vars()}, num_cpus=0,
+            compute=ray.data.TaskPoolStrategy(size=READ_TASKS), **retrying_task_args())
 
 
 def read_blocks(specs: pa.Table, storage_env: dict[str, str]) -> pa.Table:
