@@ -284,7 +284,7 @@ def predict_rows(inputs: pa.Table | RowSource, rows: np.ndarray, transform: Imag
     """Decode ``inputs[rows]`` in Ray Data tasks, then run ``predictor`` in an actor pool.
 
     ``inputs`` is a table held by the driver (``uri`` and optionally ``size``, ``error``) or a
-    :class:`RowSource` that Ray tasks read (a job's listing); ``rows`` are sorted positions.
+    :class:`RowSource` that Ray tasks read (a job's listing); ``rows`` are its positions.
     ``predictor`` is a callable class built once per actor with ``predictor_kwargs`` (plus the
     device and the storage settings) and called on decoded batches (``row``, ``error``,
     ``error_kind``, ``crop``, ``width``, ``height``); its output batches stream back as Ray
@@ -303,7 +303,7 @@ def predict_rows(inputs: pa.Table | RowSource, rows: np.ndarray, transform: Imag
     if not len(rows):
         return
     source = TableRows(inputs) if isinstance(inputs, pa.Table) else inputs
-    rows = np.asarray(rows, np.int64)
+    rows = np.sort(np.asarray(rows, np.int64))  # sorted: batches find their rows by bisection
     options = {"transform": transform, "predictor": predictor,
                "predictor_kwargs": predictor_kwargs, "batch_size": batch_size,
                "concurrency": concurrency, "device": device, "limits": limits,
@@ -311,8 +311,7 @@ def predict_rows(inputs: pa.Table | RowSource, rows: np.ndarray, transform: Imag
     # Small inputs still get a few blocks per actor, so that every actor has work.
     actors = _actors_planned(concurrency, device)
     per_block = max(1, min(ROWS_PER_BLOCK, math.ceil(len(rows) / (4 * actors))))
-    seen = np.zeros(len(rows), dtype=bool)
-    order = np.argsort(rows, kind="stable")
+    seen = np.zeros(len(rows), dtype=bool)  # with rows, all the driver keeps per row
 
     def run(inputs: Callable, isolated: bool) -> Iterator[dict[str, np.ndarray]]:
         # On the driver's node: a roll lost with a worker node would lose its actors' names.
@@ -334,7 +333,7 @@ def predict_rows(inputs: pa.Table | RowSource, rows: np.ndarray, transform: Imag
             dataset = _dataset(inputs(), roll, isolated=isolated, **options)
             # Whole blocks as they complete: the driver sees progress without filling a batch.
             for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-                where = order[np.searchsorted(rows, batch["row"], sorter=order)]
+                where = np.searchsorted(rows, batch["row"])
                 fresh = ~seen[where]
                 seen[where] = True
                 if fresh.all():
