@@ -481,9 +481,9 @@ def _list_prefix(config: ListingConfig, folder: str) -> tuple[list[dict], Counte
             skipped.update(task_skipped)
         if pending and time.perf_counter() - last >= PROGRESS_EVERY_S:
             last = time.perf_counter()
-            rows = sum(p["rows"] for p in parts)
-            log.info("listing: %d of %d tasks done, %d objects so far (%.0f/s)",
-                     len(groups) - len(pending), len(groups), rows, rows / (last - start))
+            log.info("listing: %d of %d tasks done after %.0f s (%d objects in those)",
+                     len(groups) - len(pending), len(groups), last - start,
+                     sum(p["rows"] for p in parts))
     return parts, skipped
 
 

@@ -23,106 +23,22 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image
-from sklearn.datasets import load_sample_images
 
 from apm.models import check_model_spec, optimize_for_inference
 from apm.preprocessing import image_transform
 from apm.scoring import load_scoring_model
 from jobs import _cli
-from jobs._bench import machine
-
-AVA_SIZE = (500, 375)
-
-
-def make_photos(folder: Path, n: int, seed: int = 0) -> list[Path]:
-    """``n`` distinct 500x375 JPEGs: random crops, scales and flips of real photos."""
-    rng = np.random.default_rng(seed)
-    sources = [Image.fromarray(a) for a in load_sample_images().images]
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(n):
-        src = sources[i % len(sources)]
-        scale = rng.uniform(0.6, 1.0)
-        w, h = int(src.width * scale), int(src.width * scale * 0.75)
-        h = min(h, src.height)
-        left, top = rng.integers(0, src.width - w + 1), rng.integers(0, src.height - h + 1)
-        photo = src.crop((left, top, left + w, top + h)).resize(AVA_SIZE, Image.Resampling.BILINEAR)
-        if rng.random() < 0.5:
-            photo = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        path = folder / f"{i:06d}.jpg"
-        photo.save(path, quality=int(rng.integers(80, 96)))
-        paths.append(path)
-    return paths
-
-
-# --- memory ---------------------------------------------------------------------------------
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the process ended
-        tree.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    return tree
-
-
-def tree_pss(root: int) -> int:
-    """Bytes of proportional set size of ``root`` and all its descendants (shared pages split)."""
-    tree, todo, total = _children(), [root], 0
-    while todo:
-        pid = todo.pop()
-        todo += tree.get(pid, [])
-        try:
-            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        match = re.search(r"^Pss:\s+(\d+) kB", text, re.M)
-        total += int(match.group(1)) * 1024 if match else 0
-    return total
-
-
-#: Seconds between memory samples; a sample costs ~0.1 s of CPU on this machine.
-MEMORY_SAMPLE_S = 2.0
-
-
-def run_job(argv: list[str], sample_memory: bool = False) -> tuple[float, int, str]:
-    """Run ``python -m jobs.score ARGV``; wall seconds, peak tree PSS (bytes, 0 when not
-    sampled), its output."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.score", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    peak = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], tree_pss(proc.pid))
-            time.sleep(MEMORY_SAMPLE_S)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    if sample_memory:
-        sampler.start()
-    output = proc.communicate()[0]
-    if sample_memory:
-        sampler.join()
-    if proc.returncode:
-        raise RuntimeError(f"jobs.score failed ({proc.returncode}):\n{output[-3000:]}")
-    return time.perf_counter() - start, peak[0], output
+from jobs._bench import MEMORY_SAMPLE_S, job_rate, machine, make_photos, run_job
 
 
 class Round(NamedTuple):
@@ -132,14 +48,6 @@ class Round(NamedTuple):
     plain_optimised: float
     job: float
     wall: float
-
-
-def job_rate(output: str) -> float:
-    """images/s from the job's summary line (listing, actor start-up and writing included)."""
-    match = re.search(r"scored now: .* \(([\d.]+) images/s\)", output)
-    if not match:
-        raise RuntimeError(f"no summary in the job's output:\n{output[-2000:]}")
-    return float(match.group(1))
 
 
 # --- baselines ------------------------------------------------------------------------------
