@@ -277,7 +277,7 @@ def _check_one_ok_row_per_photo(out: Path, photos: list[str]) -> None:
 
 # --- the tests ------------------------------------------------------------------------------
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(420)
 def test_the_pool_grows_onto_a_node_that_joins_mid_job(cluster, tmp_path):
     """Head only (1 CPU, one actor); a node joins once the actor works: within 30 s an actor of
     the elastic pool is alive and scoring there, and every row comes back exactly once."""
@@ -334,7 +334,7 @@ def test_the_pool_grows_onto_a_node_that_joins_mid_job(cluster, tmp_path):
     assert by_node.get(node, 0) > 0 and by_node.get(cluster.head, 0) > 0, by_node
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(420)
 def test_a_worker_node_lost_mid_job_costs_no_row(cluster, tmp_path):
     """Head + one worker node (1 CPU each), the elastic pool (the CLI's default) grown onto
     both; the worker node is removed once a shard file is written and it is scoring a batch:
@@ -394,7 +394,7 @@ def test_a_worker_node_lost_mid_job_costs_no_row(cluster, tmp_path):
     assert held <= again
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(480)
 def test_a_driver_killed_mid_job_then_rerun_leaves_one_row_per_photo(cluster, tmp_path):
     """The driver (python -m jobs.score's main, in its own process) is killed with SIGKILL after
     shard files are written; the same command run again keeps those files, scores the rest and
@@ -421,7 +421,8 @@ def test_a_driver_killed_mid_job_then_rerun_leaves_one_row_per_photo(cluster, tm
     assert cluster.wait_idle()["total"]["CPU"] == 2
 
     rerun = cluster.driver(["-m", "jobs.score", *args], tmp_path / "rerun.log")
-    assert rerun.wait(150) == 0, rerun.log_tail()
+    # Generous: Ray Data may hold the killed driver's resource request for up to 180 s.
+    assert rerun.wait(300) == 0, rerun.log_tail()
     output = rerun.output()
     assert "taking over" in output and "its process no longer exists" in output, output[-3000:]
     assert f"kept from an earlier run: {len(kept)} files, {4 * len(kept)} rows" in output, (
