@@ -674,8 +674,8 @@ def report(r: dict) -> list[str]:
         f"s3fs {r['s3fs']}, moto {r['moto']}",
         f"- the whole run took {_duration(r['total_s'])}; load average (1 min) at its start "
         f"{r['load_start']}, at its end {r['load_end']}",
-        "- another engineer's test suite ran on the same 2 cores during this run, so absolute "
-        "times are perturbed (the load average is given beside each figure); the comparisons "
+        "- another engineer's test suite ran on the same 2 cores during (part of) this run, so "
+        "absolute times are perturbed (the load average is given beside each figure); the comparisons "
         "that matter (100k against 1M objects, 10k against 100k photos) were measured back to "
         "back in this run",
         "",
@@ -738,7 +738,8 @@ def _report_listing(r: dict) -> list[str]:
             f"- (a) the endpoint: one `list_objects_v2` request for a page of 1,000 keys takes "
             f"**{s['requests']['page']:.2f} s** on this moto server with {s['objects']:,} keys, "
             f"a one-key probe {s['requests']['probe']:.2f} s (median of 3): moto builds and sorts "
-            "the whole key list on every request and renders the page in Python, in one process "
+            "the whole key list on every request (`list_objects` in moto/s3/models.py) and "
+            "renders the page in Python, in one process "
             "on these 2 cores, so this listing is bound by the endpoint, not by the listing's "
             "tasks; the projection below uses an assumed AWS latency instead",
             "- (a) against the old single-process listing: "
@@ -915,7 +916,8 @@ def _report_photos(r: dict) -> list[str]:
     lines += [
         f"- {sizes[-1]:,} / {sizes[0]:,} photos: process tree peak **{g['tree_ratio']:.2f}x**, "
         f"driver peak {g['driver_ratio']:.2f}x, images/s {g['rate_ratio']:.2f}x",
-        f"- the scores of {p['model']}: {g['big']['distinct_means']:,} distinct means in the "
+        f"- the scores of {p['model']}: {g['big']['distinct_means']:,} distinct "
+        f"mean{'' if g['big']['distinct_means'] == 1 else 's'} in the "
         f"first output file of the {sizes[-1]:,}-photo run" + (
             " (a randomly initialised EfficientNet-Lite0's features vanish, ~1e-10, so every "
             "photo gets the same score: the work per photo is the same, its output compresses "
@@ -1010,9 +1012,9 @@ def _report_projection(r: dict) -> list[str]:
         rows.append(("driver peak RSS of jobs.score", _size(base + slope * (n1 - small_n)),
                      _size(base + slope * (n2 - small_n)),
                      f"{_mib(base)} at {small_n:,} + {slope:.0f} bytes per object (measured "
-                     f"between {small_n:,} and {g['sizes'][-1]:,}), linear: an upper bound if "
-                     "the growth is rows held in unfinished shards (section 2), which need not "
-                     "grow with the library"))
+                     f"between {small_n:,} and {g['sizes'][-1]:,}), linear; if the growth is "
+                     "instead the rows held in unfinished shards (section 2), it follows how far "
+                     "out of order blocks come back, not the library's size"))
         rows.append(("job machinery, one driver (empty objects)", _duration(g["marginal"] * n1),
                      _duration(g["marginal"] * n2),
                      f"{g['marginal'] * 1e3:.3f} ms per object (marginal, measured); "
@@ -1064,35 +1066,61 @@ def _report_summary(r: dict) -> list[str]:
         said.append(
             f"The job's driver peak {grow} between {g['sizes'][0]:,} and {g['sizes'][-1]:,} "
             f"objects ({_mib(g['small']['driver_peak'])} to {_mib(g['big']['driver_peak'])}, "
-            f"{g['ratio']:.2f}x), and its own machinery costs {g['marginal'] * 1e3:.3f} ms per "
-            "object at the margin.")
+            f"{g['ratio']:.2f}x: within both memory targets), and its own machinery costs "
+            f"{g['marginal'] * 1e3:.3f} ms per object at the margin.")
+        small = g["small"]
+        if small.get("first_row_s") and small.get("steady"):
+            said.append(
+                f"At {g['sizes'][0]:,} objects the 1 ms per object target is "
+                f"{'met' if g['ms_small'] <= 1 else 'not met'} ({g['ms_small']:.3f} ms): "
+                f"{small['first_row_s']:.0f} s went from the plan to the first rows back (Ray "
+                "Data's pipeline, its worker processes and the actors starting on 2 shared "
+                f"cores), while the steady cost was {1e3 / small['steady']:.3f} ms per object; "
+                "the fixed start-up, not the per-object cost, is what misses.")
         t = _timeline(g["big"])
         if t is not None:
             said.append(
                 f"Over the {g['sizes'][-1]:,}-object run the driver held {_mib(t['plan'])} at "
-                f"the plan, {_mib(t['first'])} when the first rows came back, {_mib(t[50])} half "
-                f"way and {_mib(t['end'])} at the end, with up to "
-                f"{g['big'].get('pending') or 0:,} rows waiting in unfinished shards.")
+                f"the plan, {_mib(t['first'])} when the first rows came back, then "
+                f"{_mib(t[25])}, {_mib(t[50])} and {_mib(t[75])} at a quarter, half and three "
+                f"quarters of the run and {_mib(t['end'])} at the end, with up to "
+                f"{g['big'].get('pending') or 0:,} rows waiting in unfinished shards (against "
+                f"{g['small'].get('pending') or 0:,} at {g['sizes'][0]:,}): it grew while rows "
+                "streamed, and this run cannot tell whether that growth would level off, so the "
+                "projection takes it as linear.")
     if "s3" in r:
         s, m, f = r["s3"], r["s3"]["listing"], r["s3"]["find"]
         said.append(
             f"On the S3 endpoint the key-range listing ran at "
             f"{m['rows'] / m['seconds']:,.0f} objects/s against {f['rows'] / f['seconds']:,.0f} "
-            "for the old single-process `find`; both are bound here by moto "
-            f"({s['requests']['page']:.2f} s a page), so the ratio says little about AWS, where "
-            "ranges list in parallel.")
+            f"for the old single-process `find`: its {m['probes']} probes took "
+            f"{m['probe_s']:.0f} s of its {m['seconds']:.0f} s, and both are bound by moto, "
+            f"one Python process serving every request ({s['requests']['page']:.2f} s a page, "
+            f"{s['requests']['probe']:.2f} s a one-key probe), so the ratio says little about "
+            "AWS, where the ranges' pages are answered in parallel; the key-range listing's "
+            f"driver rose {_mib(m['rise_kib'] * 1024)} against `find`'s "
+            f"{_mib(f['rise_kib'] * 1024)}: `find` holds every object's details "
+            f"(~{f['rise_kib'] * 1024 / max(f['rows'], 1):,.0f} bytes each), the key-range "
+            "listing's driver only the first page, part names and counts.")
     if "flat" in r and "tree" in r:
         a, b = r["flat"]["listing"], r["tree"]["listing"]
         said.append(
             f"Locally, a flat folder lists at {a['rows'] / a['seconds']:,.0f} files/s in one "
-            f"task and a tree at {b['rows'] / b['seconds']:,.0f} files/s in {b['stems']}; the "
-            "driver's memory hardly moves while listing, but the task that lists a flat folder "
-            "holds and sorts every entry of it (the process tree peak).")
+            f"task and a tree at {b['rows'] / b['seconds']:,.0f} files/s in {b['stems']} tasks; "
+            f"the driver rises {_mib(a['rise_kib'] * 1024)} and {_mib(b['rise_kib'] * 1024)} "
+            "while listing, but the one task that lists a flat folder sorts all of its entries "
+            "in memory (`_write_local_files` in apm/listing.py): the process tree peaked "
+            f"{_mib(a['tree_peak'] - b['tree_peak'])} above the tree's listing for "
+            f"{a['rows']:,} files.")
     if "photos" in r:
         g = _photo_figures(r)
         said.append(
-            f"Real photos score at {g['big']['rate']:.0f} images/s at {g['sizes'][-1]:,} with "
-            f"the process tree's peak {g['tree_ratio']:.2f}x that at {g['sizes'][0]:,}.")
+            f"Real photos score at {g['big']['rate']:.0f} images/s end to end at "
+            f"{g['sizes'][-1]:,} against {g['small']['rate']:.0f} at {g['sizes'][0]:,} (the same "
+            "fixed start-up spread over more photos; steady "
+            f"{_opt(g['big'].get('steady'), '{:.0f}')} and "
+            f"{_opt(g['small'].get('steady'), '{:.0f}')} images/s), with the process tree's "
+            f"peak {g['tree_ratio']:.2f}x and the driver's {g['driver_ratio']:.2f}x.")
     if "ids" in r:
         i = r["ids"]
         said.append(
