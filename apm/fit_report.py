@@ -9,6 +9,10 @@ benchmark job; :func:`run` is the stage itself (read the manifest, fit, write th
 Buckets are ``[1,2)`` .. ``[8,9)`` by the image's mean vote, as the schema names them; an image
 with a mean of 9 or more (none in AVA, whose highest mean is 8.6) counts only in ``overall``,
 and the report says how many there are.
+
+The pmf construction (``binned`` or ``density``, see :mod:`apm.distributions`) is one per run:
+``report.md`` and the summary :func:`run` returns name it, and ``per_image.parquet`` keeps its
+schema (its ``method`` column, no pmf column), so a run's tables go with its report.
 """
 from __future__ import annotations
 
@@ -26,11 +30,15 @@ from apm import storage
 from apm.distributions import (
     DEFAULT_METHOD,
     DEFAULT_METHOD_REASON,
+    DEFAULT_PMF,
+    DEFAULT_PMF_REASON,
     FAMILIES,
     METHODS,
+    PMFS,
     SCORES,
     FitResult,
     VotesError,
+    check_choice,
     fit_all,
     normalise,
     validate_votes,
@@ -154,7 +162,7 @@ def _table(columns: dict[str, object], schema: pa.Schema) -> pa.Table:
 
 # --- markdown ------------------------------------------------------------------------------
 
-def _winner(row: dict) -> str | None:
+def bucket_winner(row: dict) -> str | None:
     """The family with the lowest mean RMSE in a bucket row (None when the bucket is empty)."""
     if not row["n_images"]:
         return None
@@ -171,19 +179,20 @@ def bucket_markdown(bucket: pa.Table, fit: FitResult) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, (_, _, _, rows) in zip(bucket.to_pylist(), _bucket_rows(fit)):
         n = row["n_images"]
-        winner = _winner(row)
+        winner = bucket_winner(row)
         cells = [row["bucket"], f"{n:,}"]
-        cells += [_fmt(row[f"rmse_{f}"], bold=f == winner) for f in families]
+        cells += [fmt_rmse(row[f"rmse_{f}"], bold=f == winner) for f in families]
         cells.append(LABELS[winner] if winner else "–")
         cells += [f"{np.mean(best[rows] == f):.0%}" if n else "–" for f in families]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _fmt(value: float | None, bold: bool = False) -> str:
+def fmt_rmse(value: float | None, bold: bool = False, digits: int = 4) -> str:
+    """An RMSE for a markdown table: '–' for an empty bucket, bold for the bucket's lowest."""
     if value is None:
         return "–"
-    return f"**{value:.4f}**" if bold else f"{value:.4f}"
+    return f"**{value:.{digits}f}**" if bold else f"{value:.{digits}f}"
 
 
 def winners_summary(bucket: pa.Table) -> str:
@@ -197,7 +206,7 @@ def winners_summary(bucket: pa.Table) -> str:
              + "."]
     runs: list[tuple[str, float, float]] = []
     for row in rows[:-1]:
-        winner = _winner(row)
+        winner = bucket_winner(row)
         if winner is None:
             continue
         if runs and runs[-1][0] == winner and runs[-1][2] == row["bucket_low"]:
@@ -208,22 +217,29 @@ def winners_summary(bucket: pa.Table) -> str:
     return " ".join(parts)
 
 
+def _why(choice: str, default: str, reason: str) -> str:
+    return f"the default, because {reason}" if choice == default \
+        else f"chosen instead of the default, {default}"
+
+
 def render_report(bucket: pa.Table, fit: FitResult, timing: Timing, source: str) -> str:
-    """``report.md``: method, timing, the bucket table, who wins where, and the plots."""
+    """``report.md``: method, pmf construction, timing, the bucket table, who wins where, and
+    the plots."""
     n = len(fit.moments.mean)
     outside = int(np.sum(bucket_of(fit.moments.mean) < 0))
-    why = f"the default, because {DEFAULT_METHOD_REASON}" if fit.method == DEFAULT_METHOD \
-        else f"chosen instead of the default, {DEFAULT_METHOD}"
     return "\n".join([
         "# Score-distribution fits",
         "",
         f"Source: `{source}`, {n:,} images.",
         "",
-        f"Method: **{fit.method}**: {METHODS[fit.method]} ({why}).",
-        "Each family's continuous density becomes a 10-bin pmf by rounding and censoring: score "
-        "k takes the mass of [k - 0.5, k + 0.5], score 1 everything below 1.5 and score 10 "
-        "everything above 9.5. RMSE is over the 10 bins, between the normalised vote histogram "
-        "and the fitted pmf; bucket values are the mean of the per-image RMSE.",
+        f"Method: **{fit.method}**: {METHODS[fit.method]} "
+        f"({_why(fit.method, DEFAULT_METHOD, DEFAULT_METHOD_REASON)}).",
+        "",
+        f"pmf construction: **{fit.construction}**: {PMFS[fit.construction]} "
+        f"({_why(fit.construction, DEFAULT_PMF, DEFAULT_PMF_REASON)}). This is how each "
+        "family's continuous density becomes a 10-bin pmf. RMSE is over the 10 bins, between "
+        "the normalised vote histogram and the fitted pmf; bucket values are the mean of the "
+        "per-image RMSE.",
         "",
         f"Timing: fit {timing.fit_s:.2f} s ({n / max(timing.fit_s, 1e-9):,.0f} images/s, all "
         f"three families), reading the manifest {timing.read_s:.2f} s.",
@@ -300,7 +316,7 @@ def plot_example_fits(image_id: np.ndarray, votes: np.ndarray, fit: FitResult) -
         ax.set_xlabel("score")
         ax.legend(fontsize=7)
     np.atleast_1d(axes)[0].set_ylabel("share of votes")
-    fig.suptitle(f"Example fits ({fit.method})")
+    fig.suptitle(f"Example fits ({fit.method}, {fit.construction} pmf)")
     return png_bytes(fig)
 
 
@@ -349,15 +365,17 @@ def _write(uri: str, content: pa.Table | str | bytes) -> None:
         storage.write_bytes(uri, content)
 
 
-def run(manifest_uri: str, out_uri: str, method: str = DEFAULT_METHOD) -> dict[str, object]:
-    """Fit every image of the manifest and write all outputs under ``out_uri``.
+def run(manifest_uri: str, out_uri: str, method: str = DEFAULT_METHOD,
+        pmf: str = DEFAULT_PMF) -> dict[str, object]:
+    """Fit every image of the manifest with ``method`` and the pmf construction ``pmf`` (keys
+    of ``METHODS`` and ``PMFS``) and write all outputs under ``out_uri``.
 
     Both locations are checked before any work, so a typo fails in seconds, not after the fit.
-    Returns a flat summary (one line each when printed): counts, seconds, the overall mean RMSE
-    per family and where each output is.
+    Returns a flat summary (one line each when printed): counts, the method and pmf, seconds,
+    the overall mean RMSE per family and where each output is.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_choice(method, METHODS, "method")
+    check_choice(pmf, PMFS, "pmf")
     storage.check_input(manifest_uri)
     storage.check_output(out_uri)
     start = time.perf_counter()
@@ -370,7 +388,7 @@ def run(manifest_uri: str, out_uri: str, method: str = DEFAULT_METHOD) -> dict[s
     if len(image_id) == 0:
         raise ValueError(f"{manifest_uri}: the manifest has no rows")
     read_s = time.perf_counter() - start
-    fit = fit_all(votes, method)
+    fit = fit_all(votes, method, pmf)
     fit_s = time.perf_counter() - start - read_s
     outputs = build_outputs(image_id, votes, fit, Timing(read_s=read_s, fit_s=fit_s),
                             source=manifest_uri)
@@ -379,6 +397,7 @@ def run(manifest_uri: str, out_uri: str, method: str = DEFAULT_METHOD) -> dict[s
     return {
         "images": len(image_id),
         "method": method,
+        "pmf": pmf,
         "fit_seconds": round(fit_s, 2),
         "total_seconds": round(time.perf_counter() - start, 2),
         **{f"rmse_{family}": round(float(fit.rmse[family].mean()), 5) for family in FAMILIES},

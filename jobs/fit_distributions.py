@@ -8,7 +8,14 @@ from __future__ import annotations
 import textwrap
 
 from apm import storage
-from apm.distributions import DEFAULT_METHOD, DEFAULT_METHOD_REASON, METHODS
+from apm.distributions import (
+    DEFAULT_METHOD,
+    DEFAULT_METHOD_REASON,
+    DEFAULT_PMF,
+    DEFAULT_PMF_REASON,
+    METHODS,
+    PMFS,
+)
 from apm.fit_report import run
 from jobs import _cli
 
@@ -16,22 +23,29 @@ DESCRIPTION = """\
 Fit three distributions to each image's 10-bin vote histogram and measure how well each fits.
 
 Per image: a Gaussian, a Gamma on the score and a mirrored Gamma (a Gamma on 11 - score, for
-the ceiling effect). Each density becomes a pmf over the scores 1..10 by rounding (score k
-takes [k-0.5, k+0.5]; mass below 1.5 goes to score 1, above 9.5 to score 10), and the RMSE
-between the normalised histogram and that pmf is taken over the 10 bins."""
+the ceiling effect). Each density becomes a pmf over the scores 1..10 in one of two ways
+(--pmf): 'binned' rounds and censors (score k takes [k-0.5, k+0.5]; mass below 1.5 goes to
+score 1, above 9.5 to score 10); 'density', the source work's (Murray et al. 2012), takes the
+density at k = 1..10 and renormalises it over the ten scores. The RMSE between the normalised
+histogram and that pmf is taken over the 10 bins; --method lsq minimises it for the chosen pmf.
+The source work's configuration is --method moments --pmf density."""
 
 
 def _epilog() -> str:
     methods = "\n".join(f"  {name:8} {text}" for name, text in METHODS.items())
+    pmfs = "\n".join(f"  {name:8} {text}" for name, text in PMFS.items())
     reason = textwrap.fill(f"Default method: {DEFAULT_METHOD}, because {DEFAULT_METHOD_REASON}.",
                            width=92)
+    pmf_reason = textwrap.fill(f"Default pmf: {DEFAULT_PMF}, because {DEFAULT_PMF_REASON}.",
+                               width=92)
     return f"""\
 outputs under --out:
   per_image.parquet    one row per manifest row: moments, fitted parameters and RMSE per
                        family, the best family (PER_IMAGE_FIT_SCHEMA in apm/schemas.py)
   bucket_rmse.parquet  mean RMSE per family in the mean-score buckets [1,2) .. [8,9) and
                        overall (BUCKET_RMSE_SCHEMA)
-  report.md            the bucket table, which family wins where, the method and the timing
+  report.md            the bucket table, which family wins where, the method, the pmf
+                       construction and the timing
   rmse_by_bucket.png, example_fits.png (low, middle, high mean), std_vs_mean.png
 
 methods:
@@ -39,10 +53,17 @@ methods:
 
 {reason}
 
+pmf constructions (--pmf):
+{pmfs}
+
+{pmf_reason}
+
 example:
   python -m jobs.fit_distributions --manifest work/ava/manifest.parquet --out work/fits
   python -m jobs.fit_distributions --manifest s3://bucket/ava/manifest.parquet \\
       --out s3://bucket/fits --method moments --s3-endpoint http://minio:9000
+  python -m jobs.fit_distributions --manifest work/ava/manifest.parquet --out work/fits-source \\
+      --method moments --pmf density        # the source work's configuration
 """
 
 
@@ -53,10 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, metavar="OUT", help="output folder or prefix")
     p.add_argument("--method", choices=list(METHODS), default=DEFAULT_METHOD,
                    help=f"fitting method (default: {DEFAULT_METHOD})")
+    p.add_argument("--pmf", choices=list(PMFS), default=DEFAULT_PMF,
+                   help="how a density becomes a 10-bin pmf: 'binned' integrates it over each "
+                        "score's bin [k-0.5, k+0.5] with open end bins, 'density' takes it at "
+                        f"k = 1..10 and renormalises (default: {DEFAULT_PMF})")
     args = p.parse_args(argv)
     _cli.setup(args)
     try:
-        summary = run(args.manifest, args.out, args.method)
+        summary = run(args.manifest, args.out, args.method, args.pmf)
     except (storage.StorageError, ValueError) as err:  # bad input: one clear line
         _cli.fail(str(err))
     print("\n".join(f"{key}: {value}" for key, value in summary.items()))
