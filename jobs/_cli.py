@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from apm import storage
+from apm import progress, storage
 from apm.decode import DEFAULT_MAX_ASPECT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
 
 
@@ -15,7 +14,13 @@ def parser(description: str, epilog: str | None = None) -> argparse.ArgumentPars
     p.add_argument("--s3-endpoint", metavar="URL",
                    help="S3-compatible endpoint (MinIO, Ceph, ...); default: AWS_ENDPOINT_URL or "
                         "AWS S3. Credentials come from the standard AWS environment variables.")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                   help="this project's log lines from this level up (default INFO)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also the INFO lines of Ray, Ray Data, Ray Train and other libraries "
+                        "(--log-level applies to all), in the driver and the Ray workers, and "
+                        "Ray Data's progress as Ray prints it; without it they print warnings "
+                        "only, and Ray Data's progress bars only in a terminal")
     return p
 
 
@@ -63,8 +68,7 @@ def image_limits(args: argparse.Namespace) -> ImageLimits:
 
 
 def setup(args: argparse.Namespace) -> None:
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
+    progress.configure(args.log_level, verbose=getattr(args, "verbose", False))
     storage.configure(args.s3_endpoint)
 
 
