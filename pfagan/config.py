@@ -40,6 +40,8 @@ class GANConfig:
     # CPUs each worker reserves; the rest are left to Ray Data's decoding (see apm TrainConfig).
     cpus_per_worker: float = 1.0
     augment: bool = True  # random square window along the long side + horizontal flip
+    shuffle: bool = True  # a new order of the photos every epoch (apm.training.data)
+    seed: int = 0  # the shuffles' seed
 
     def __post_init__(self) -> None:
         if self.resolution not in RESOLUTIONS:

@@ -155,12 +155,15 @@ def load_conditioning(source: ConditioningSource) -> Conditioning:
     return LOADERS[source.kind](source)
 
 
-def gan_dataset(conditioning: Conditioning, resolution: int, augment: bool = True):
-    """A Ray Dataset of uint8 HWC images at ``resolution`` with ``category_id`` and ``target``."""
+def gan_dataset(conditioning: Conditioning, resolution: int, augment: bool = True,
+                shuffle: bool = True, seed: int = 0):
+    """A Ray Dataset of uint8 HWC images at ``resolution`` with ``category_id`` and ``target``,
+    in a new order every epoch when ``shuffle`` (reproducible from ``seed``)."""
     rows = conditioning.rows.select(["uri", "category_id", "target"])
     # resize_ratio 1: the short side becomes the resolution, the square window only slides
     # along the long side, so no photo loses more than its ends.
-    return image_dataset(rows, IngestConfig(image_size=resolution, resize_ratio=1.0, augment=augment))
+    return image_dataset(rows, IngestConfig(image_size=resolution, resize_ratio=1.0, augment=augment,
+                                            shuffle=shuffle, seed=seed))
 
 
 def to_model_range(images: Tensor) -> Tensor:

@@ -230,7 +230,8 @@ def fit(cfg: GANConfig, conditioning: Conditioning, storage_uri: str, name: str,
                                                            **({"GPU": 1} if cfg.use_gpu else {})}),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         run_config=run_config(name, storage_uri, max_failures),
-        datasets={"train": gan_dataset(conditioning, cfg.resolution, cfg.augment)},
+        datasets={"train": gan_dataset(conditioning, cfg.resolution, cfg.augment, cfg.shuffle,
+                                       cfg.seed)},
     )
     return trainer.fit()
 

@@ -9,7 +9,7 @@ from conftest import small_synthetic_ava
 
 from apm import storage
 from apm.models import load_checkpoint, trained_image_size
-from apm.training.data import training_rows
+from apm.training.data import IngestConfig, image_dataset, training_rows
 from apm.training.loop import TrainConfig
 from apm.training.trainer import final_state, fit, model_uri
 from jobs import finetune
@@ -51,6 +51,39 @@ def test_finetune_two_workers_with_a_crash_resumes(manifest, tmp_path):
     with torch.no_grad():
         dist = model.eval()(torch.rand(2, 3, 32, 32)).dist
     assert torch.allclose(dist.sum(-1), torch.ones(2))
+
+
+def _epoch_orders(rows: pa.Table, config: IngestConfig, epochs: int = 2) -> list[list[int]]:
+    """The image ids in the order the dataset gives them, once per run of it (an epoch)."""
+    dataset = image_dataset(rows, config, batch_size=4)
+    return [[int(row["image_id"]) for row in dataset.iter_rows()] for _ in range(epochs)]
+
+
+def test_training_data_is_shuffled_every_epoch_reproducibly(manifest):
+    rows = training_rows(manifest, "train")
+    ids = rows["image_id"].to_pylist()
+    config = IngestConfig(image_size=16, augment=False, seed=7)
+    first, second = _epoch_orders(rows, config)
+    assert sorted(first) == sorted(second) == sorted(ids)  # every photo once per epoch
+    assert first != second and first != ids  # a new order every epoch, not the manifest's
+    assert _epoch_orders(rows, config) == [first, second]  # the same seed, the same orders
+    assert _epoch_orders(rows, IngestConfig(image_size=16, augment=False, seed=8))[0] != first
+    unshuffled = IngestConfig(image_size=16, augment=False, shuffle=False)
+    assert _epoch_orders(rows, unshuffled) == [ids, ids]
+
+
+def test_onecycle_schedule_warms_up_then_decays_to_zero():
+    from apm.training.schedule import WARMUP_DIVISOR, lr_factor
+
+    factors = [lr_factor("onecycle", step, 100) for step in range(100)]
+    peak = int(np.argmax(factors))
+    assert factors[0] == pytest.approx(1 / WARMUP_DIVISOR) and factors[peak] == pytest.approx(1.0, abs=0.01)
+    assert all(a <= b for a, b in zip(factors[:peak], factors[1:peak + 1]))  # warm-up rises
+    assert all(a >= b for a, b in zip(factors[peak:], factors[peak + 1:]))  # then decays
+    assert factors[-1] == pytest.approx(0.0, abs=1e-9) and lr_factor("onecycle", 500, 100) == factors[-1]
+    assert lr_factor("constant", 37, 100) == 1.0
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(task="finetune", lr_schedule="steps")
 
 
 def test_rerun_with_the_same_name_resumes(manifest, tmp_path):

@@ -30,6 +30,8 @@ class IngestConfig:
     augment: bool = True  # random crop + horizontal flip; else a centre crop
     # Random crops need the whole short-side-resized photo: max_aspect bounds how long it is.
     limits: ImageLimits = DEFAULT_LIMITS
+    shuffle: bool = True  # a new order of the rows every epoch, the same orders for one seed
+    seed: int = 0
 
     @property
     def resize(self) -> int:
@@ -120,11 +122,23 @@ def load_images(batch: dict[str, np.ndarray], config: IngestConfig,
 
 
 def image_dataset(rows: pa.Table, config: IngestConfig, batch_size: int = 32):
-    """A Ray Dataset of decoded images with their targets (and teacher probs when present)."""
+    """A Ray Dataset of decoded images with their targets (and teacher probs when present).
+
+    With ``config.shuffle`` the rows (uris and targets, before any pixel is read) are shuffled
+    anew each time the dataset runs, i.e. every epoch: Ray Data reseeds from ``config.seed``
+    and the execution's index, so a rerun with the same seed sees the same orders. The order
+    is kept through decoding (``preserve_order``), so which worker gets which rows depends on
+    the seed too, not on which task finished first.
+    """
     import ray
 
     blocks = [rows.slice(i, batch_size) for i in range(0, rows.num_rows, batch_size)]
-    return ray.data.from_arrow(blocks).map_batches(
+    dataset = ray.data.from_arrow(blocks)
+    if config.shuffle:
+        dataset = dataset.random_shuffle(
+            seed=ray.data.RandomSeedConfig(config.seed, reseed_after_execution=True))
+        dataset.context.execution_options.preserve_order = True  # this dataset's own context
+    return dataset.map_batches(
         load_images, batch_size=batch_size, batch_format="numpy",
         fn_kwargs={"config": config, "storage_env": storage.ray_env_vars()},
         **retrying_task_args())

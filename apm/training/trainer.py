@@ -7,7 +7,7 @@ from dataclasses import asdict
 import pyarrow as pa
 import torch
 
-from apm import storage
+from apm import progress, storage
 from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.training.data import IngestConfig, image_dataset
 from apm.training.guard import StopOnNonFiniteLoss, nonfinite_cause
@@ -24,6 +24,7 @@ def run_config(name: str, storage_uri: str, max_failures: int):
     fs, path = storage.arrow_filesystem(storage_uri)
     storage.makedirs(storage_uri)
     return RunConfig(name=name, storage_path=path, storage_filesystem=fs,
+                     logging_config=progress.train_logging_config(),  # Ray Train's own console
                      # max_failures restarts cure crashes; a NaN loss would only recur.
                      failure_config=FailureConfig(max_failures=max_failures),
                      callbacks=[StopOnNonFiniteLoss()],
@@ -66,10 +67,13 @@ def fit(cfg: TrainConfig, rows: pa.Table, storage_uri: str, name: str, max_failu
     if cfg.use_gpu and not torch.cuda.is_available():
         log.warning("use_gpu: this driver sees no GPU; the workers must have them")
     warn_if_no_cpu_for_data(cfg.num_workers, cfg.cpus_per_worker)
-    dataset = image_dataset(rows, IngestConfig(image_size=cfg.image_size, limits=limits))
+    dataset = image_dataset(rows, IngestConfig(image_size=cfg.image_size, limits=limits,
+                                               shuffle=cfg.shuffle, seed=cfg.seed))
+    # Ray Data splits the rows equally between the workers; the last partial batch is dropped.
+    steps_per_epoch = max(1, rows.num_rows // cfg.num_workers // cfg.batch_size)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config=asdict(cfg),
+        train_loop_config={"train": asdict(cfg), "steps_per_epoch": steps_per_epoch},
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker={"CPU": cfg.cpus_per_worker,
                                                            **({"GPU": 1} if cfg.use_gpu else {})}),
