@@ -26,6 +26,15 @@ import torch
 from matplotlib.figure import Figure
 
 from apm import storage
+from apm.baselines import (
+    BASELINES,
+    CEILING,
+    CONSTANT,
+    NO_RANKING,
+    below_baseline,
+    train_mean_histogram,
+    truth_pmfs,
+)
 from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.fit_report import png_bytes, votes_from_manifest
 from apm.inference import (
@@ -264,11 +273,19 @@ METRIC_HEADERS = {"kldiv": "KLDIV", "cdloss": "CDLoss", "mse": "MSE", "spearman"
                   "pearson": "Pearson r", "accuracy": "accuracy (≥5)"}
 
 
+#: What marks a model's metric that does not beat the constant predictor.
+FLAG = "⚠"
+
+
 def _markdown_table(first: str, rows: list[dict]) -> list[str]:
     header = [first, "images", *METRIC_HEADERS.values(), "errors"]
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    constant = next((r for r in rows if r[first] == CONSTANT), None)
     for row in rows:
-        cells = [row[first], str(row["n_images"]), *(_fmt(row[k]) for k in METRIC_HEADERS),
+        flagged = (below_baseline(row, constant)
+                   if constant is not None and row[first] not in BASELINES else [])
+        cells = [row[first], str(row["n_images"]),
+                 *(_fmt(row[k]) + (f" {FLAG}" if k in flagged else "") for k in METRIC_HEADERS),
                  str(row["n_errors"])]
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -280,11 +297,47 @@ def metrics_markdown(metrics: pa.Table, source: str) -> str:
     lines = [f"# Evaluation on {source}", "",
              "KLDIV and CDLoss need a predicted distribution (— for the mean-regression head); "
              "accuracy is high (mean ≥ 5) vs low. NaN: undefined, e.g. a correlation over one image.",
+             "",
+             f"*{CONSTANT}* gives every photo the train split's mean histogram: it uses no pixel "
+             "and ranks nothing (its correlations are NaN, counted as 0), so a model must beat it "
+             f"to have learned anything; {FLAG} marks a model's figure that does not. "
+             f"*{CEILING}* (synthetic data) predicts the pmf the votes were drawn from: its "
+             "Spearman ρ is what a perfect model reaches given the finite number of raters.",
              "", "## Overall", "", *_markdown_table("variant", [r for r in rows if r["category"] == OVERALL])]
     for category in sorted({r["category"] for r in rows} - {OVERALL}):
         lines += ["", f"## {category}", "",
                   *_markdown_table("variant", [r for r in rows if r["category"] == category])]
     return "\n".join(lines) + "\n"
+
+
+def baseline_rows(inputs: pa.Table, scored: np.ndarray, config: EvaluationConfig) -> list[dict]:
+    """Metric rows of the constant predictor and, with a truth table, the ceiling
+    (:mod:`apm.baselines`), over the photos every model scored (``scored``, a mask of
+    ``inputs``), so that they compare like with like."""
+    usable = inputs.filter(pa.array(scored))
+    n = usable.num_rows
+    if n == 0:
+        return []
+    predictions = {CONSTANT: (np.tile(train_mean_histogram(config.manifest), (n, 1)),
+                              f"the train split of {config.manifest}")}
+    if config.truth:
+        predictions[CEILING] = (truth_pmfs(config.truth, usable["image_id"].to_numpy()),
+                                f"true_pmf of {config.truth}")
+    rows = []
+    for name, (dist, source) in predictions.items():
+        known = np.isfinite(dist).all(axis=1)
+        part = usable.filter(pa.array(known)).drop_columns(["error"])
+        dist = dist[known]
+        part = part.append_column("pred_dist", pa.FixedSizeListArray.from_arrays(
+            pa.array(dist.ravel(), pa.float32()), type=DIST_TYPE))
+        part = part.append_column("pred_mean", pa.array(mean_scores(dist), pa.float64()))
+        part = part.append_column("status", pa.array([STATUS_OK] * part.num_rows, pa.string()))
+        scored = metric_rows(name, source, part)
+        if name == CONSTANT:
+            # A constant ranks nothing: its correlations would only measure float rounding.
+            scored = [row | {k: float("nan") for k in NO_RANKING} for row in scored]
+        rows += scored
+    return rows
 
 
 # --- plots ----------------------------------------------------------------------------------
@@ -340,10 +393,18 @@ class EvaluationSummary:
 
     def lines(self) -> list[str]:
         out = []
-        for row in self.metrics.filter(pc.equal(self.metrics["category"], OVERALL)).to_pylist():
-            out.append(f"{row['variant']}: {row['n_images']} images, {row['n_errors']} errors, "
-                       f"MSE {_fmt(row['mse'])}, Spearman {_fmt(row['spearman'])}, "
-                       f"KLDIV {_fmt(row['kldiv'])}")
+        overall = self.metrics.filter(pc.equal(self.metrics["category"], OVERALL)).to_pylist()
+        constant = next((r for r in overall if r["variant"] == CONSTANT), None)
+        for row in overall:
+            line = (f"{row['variant']}: {row['n_images']} images, {row['n_errors']} errors, "
+                    f"MSE {_fmt(row['mse'])}, Spearman {_fmt(row['spearman'])}, "
+                    f"KLDIV {_fmt(row['kldiv'])}, accuracy {_fmt(row['accuracy'])}")
+            flagged = (below_baseline(row, constant)
+                       if constant is not None and row["variant"] not in BASELINES else [])
+            if flagged:
+                line += (f"  {FLAG} not better than the constant predictor on "
+                         + ", ".join(METRIC_HEADERS[k] for k in flagged))
+            out.append(line)
         out += [f"{name}: {uri}" for name, uri in self.outputs.items()]
         return [*out, f"time: {self.seconds:.1f} s"]
 
@@ -355,8 +416,10 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationSummary:
     log.info("%d %s photos, %d known bad", inputs.num_rows, config.split,
              inputs.num_rows - pc.sum(pc.is_null(inputs["error"])).as_py())
     parts, rows = [], []
+    everywhere = np.ones(inputs.num_rows, bool)  # scored by every model
     for variant, model in zip(config.variant_names, config.models):
         scored = prediction_table(inputs, config.predict_config(model))
+        everywhere &= np.asarray(pc.equal(scored["status"], STATUS_OK))
         part = inputs.drop_columns(["error"])
         for name in scored.column_names:
             part = part.append_column(name, scored[name])
@@ -366,6 +429,7 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationSummary:
         rows += metric_rows(variant, model, part)
         parts.append(part)
     predictions = pa.concat_tables(parts)
+    rows += baseline_rows(inputs, everywhere, config)
     metrics = pa.Table.from_pylist(rows, schema=EVALUATION_SCHEMA)
     outputs = {
         "metrics.parquet": metrics,

@@ -36,11 +36,12 @@ import pyarrow.compute as pc
 import torch
 
 from apm import storage
+from apm.baselines import CONSTANT, train_mean_histogram
 from apm.evaluation import METRIC_HEADERS, EvaluationConfig, plot_scatter, run_evaluation
 from apm.fit_report import votes_from_manifest
 from apm.losses import distillation_kl, get_loss
 from apm.manifest import MANIFEST_FILE
-from apm.metrics import OVERALL, evaluate, mean_scores, normalise
+from apm.metrics import OVERALL, evaluate
 from apm.models import APM, read_checkpoint, save_checkpoint
 from apm.runtime import init_ray
 from apm.training.data import training_rows
@@ -175,21 +176,16 @@ def _read_json(uri: str):
     return json.loads(storage.read_text(uri)) if storage.exists(uri) else {}
 
 
-def _constant_baselines(manifest: str) -> dict[str, dict]:
-    """Metrics on the test split of predicting, for every photo, the train split's mean
-    histogram, or its mean score."""
+def _constant_baselines(manifest: str, overall: dict[str, dict]) -> dict[str, dict]:
+    """What a model must beat on the test split: the evaluation's constant predictor (the
+    train split's mean histogram, :mod:`apm.baselines`) and, for the mean-regression variant,
+    the train split's mean score."""
     table = storage.read_table(manifest)
-    votes = {split: votes_from_manifest(table.filter(pc.equal(table["split"], split)))[1]
-             for split in ("train", "test")}
-    n = len(votes["test"])
-    mean_hist = normalise(votes["train"].astype(np.float64)).mean(axis=0)
-    mean_score = float(mean_scores(votes["train"]).mean())
-    # A constant ranks nothing; its correlations would only measure BLAS rounding of the means.
-    no_ranking = {"spearman": float("nan"), "pearson": float("nan")}
-    return {"constant: train mean histogram":
-            evaluate(votes["test"], np.tile(mean_hist, (n, 1)))[0] | no_ranking,
+    test = votes_from_manifest(table.filter(pc.equal(table["split"], "test")))[1]
+    mean_score = float(train_mean_histogram(manifest) @ np.arange(1, 11))
+    return {CONSTANT: overall[CONSTANT],
             f"constant: train mean score ({mean_score:.2f})":
-            evaluate(votes["test"], pred_mean=np.full(n, mean_score))[0]}
+            evaluate(test, pred_mean=np.full(len(test), mean_score))[0]}
 
 
 def _teacher_facts(teacher_uri: str) -> dict:
@@ -392,7 +388,7 @@ def report(work: str, args) -> str:
              for name, h in histories.items()}
     distill_kl = [h["loss"] for h in _read_json(storage.join(work, "models", "distilled.json"))]
     splits = Counter(storage.read_table(paths["manifest"], columns=["split"])["split"].to_pylist())
-    constants = _constant_baselines(paths["manifest"])
+    constants = _constant_baselines(paths["manifest"], overall)
     constant_mse = list(constants.values())[-1]["mse"]
     teacher = _teacher_facts(paths["teacher"])
     best = max(EVALUATED, key=lambda v: _rho(overall[v.label]))

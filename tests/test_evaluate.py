@@ -9,6 +9,9 @@ import pytest
 from scipy import stats
 
 from apm import storage
+from apm.baselines import CEILING, CONSTANT
+from apm.distributions import normalise
+from apm.evaluation import EvaluationSummary
 from apm.manifest import build_manifest
 from apm.models import APMConfig, create_apm, save_checkpoint
 from apm.schemas import EVALUATION_SCHEMA
@@ -57,12 +60,12 @@ def test_metrics_table_has_the_schema_and_a_row_per_variant_and_category(outputs
     assert metrics.schema.equals(EVALUATION_SCHEMA)
     rows = metrics.to_pylist()
     overall = [r for r in rows if r["category"] == "overall"]
-    assert [r["variant"] for r in overall] == list(VARIANTS)
+    assert [r["variant"] for r in overall] == [*VARIANTS, CONSTANT, CEILING]
     truth = pq.read_table(out.parent / "synthetic" / "truth.parquet")
     categories = set(truth.filter(pc.is_in(truth["image_id"], test["image_id"]))["category"].to_pylist())
     for variant in VARIANTS:
         assert {r["category"] for r in rows if r["variant"] == variant} == {"overall", *categories}
-    apm, baseline = overall
+    apm, baseline = overall[:2]
     assert apm["kldiv"] is not None and apm["cdloss"] is not None
     assert all(r["kldiv"] is None and r["cdloss"] is None for r in rows if r["variant"] == "baseline")
     assert baseline["mse"] is not None and np.isfinite(baseline["mse"])
@@ -71,7 +74,9 @@ def test_metrics_table_has_the_schema_and_a_row_per_variant_and_category(outputs
 def test_corrupt_photo_is_an_error_row_and_counted(outputs):
     _, test, corrupt, metrics, predictions = outputs
     for row in metrics.filter(pc.equal(metrics["category"], "overall")).to_pylist():
-        assert row["n_errors"] == 1 and row["n_images"] == test.num_rows - 1
+        # The baselines are measured on the photos the models scored, and read no photo.
+        errors = 0 if row["variant"] in (CONSTANT, CEILING) else 1
+        assert row["n_errors"] == errors and row["n_images"] == test.num_rows - 1
     bad = predictions.filter(pc.equal(predictions["image_id"], corrupt)).to_pylist()
     assert len(bad) == 2
     assert all(r["status"] == "error" and r["error"] and r["pred_mean"] is None for r in bad)
@@ -105,3 +110,30 @@ def test_report_and_plots_are_written(outputs):
     assert "## Overall" in report and all(f"| {v} |" in report for v in VARIANTS)
     for name in ("scatter.png", "calibration.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_baselines_are_the_constant_train_histogram_and_the_truth(outputs, evaluated):
+    out, test, corrupt, metrics, predictions = outputs
+    manifest = storage.read_table(evaluated[3][1])
+    train = manifest.filter(pc.equal(manifest["split"], "train"))
+    constant = normalise(np.stack(train["votes"].to_numpy(zero_copy_only=False)).astype(float)).mean(0)
+    kept = test.filter(pc.not_equal(test["image_id"], corrupt))
+    votes = np.stack(kept["votes"].to_numpy(zero_copy_only=False)).astype(float)
+    true_mean = votes @ np.arange(1, 11) / votes.sum(axis=1)
+    rows = {r["variant"]: r for r in metrics.to_pylist() if r["category"] == "overall"}
+    assert rows[CONSTANT]["mse"] == pytest.approx(np.mean((true_mean - constant @ np.arange(1, 11)) ** 2))
+    assert np.isnan(rows[CONSTANT]["spearman"])  # a constant ranks nothing
+    truth = pq.read_table(out.parent / "synthetic" / "truth.parquet").to_pandas().set_index("image_id")
+    expected = np.stack(truth.loc[kept["image_id"].to_pylist(), "true_pmf"]) @ np.arange(1, 11)
+    assert rows[CEILING]["spearman"] == pytest.approx(stats.spearmanr(expected, true_mean).statistic)
+    assert rows[CEILING]["spearman"] > 0.8  # a perfect model, up to the raters' noise
+    # Random-init checkpoints have learned nothing: both are flagged where they do not beat
+    # the constant, in the report and in the printed summary.
+    report = (out / "metrics.md").read_text()
+    apm_line = next(line for line in report.splitlines() if line.startswith("| apm |"))
+    assert "⚠" in apm_line and "⚠" not in next(
+        line for line in report.splitlines() if line.startswith(f"| {CONSTANT} |"))
+    lines = EvaluationSummary(metrics, {}, 0.0).lines()
+    assert any(line.startswith("apm:") and "not better than the constant predictor" in line
+               for line in lines)
+    assert not any(line.startswith(CONSTANT) and "⚠" in line for line in lines)
