@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the teacher's state dict (default: installed weights, if it has any)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the teacher runs")
     p.add_argument("--batch-size", type=int, default=64, help="photos per batch (default 64)")
+    p.add_argument("--image-size", type=int, metavar="PX",
+                   help="crop side in pixels (default: the teacher's own, 224 of a 256 short "
+                        "side); smaller is cheaper and suits small photos")
     p.add_argument("--concurrency", type=int,
                    help="inference actors, each loading the teacher once (default: one per GPU "
                         "with cuda, else one per CPU of the cluster)")
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         config = TeacherJobConfig(input=args.input, out=args.out, teacher=args.teacher,
                                   weights=args.teacher_weights, device=args.device,
                                   batch_size=args.batch_size, concurrency=args.concurrency,
-                                  limits=_cli.image_limits(args))
+                                  limits=_cli.image_limits(args), image_size=args.image_size)
         storage.check_input(args.input)
         if args.teacher_weights:
             storage.check_input(args.teacher_weights)

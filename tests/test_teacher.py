@@ -17,12 +17,14 @@ from torchvision import models as tv_models
 from apm import storage
 from apm.schemas import TEACHER_SCHEMA
 from apm.teacher import (
+    DEFAULT_TEACHER,
     TORCHVISION_TRANSFORM,
     Teacher,
     TeacherError,
     create_teacher,
     imagenet_categories,
     list_teachers,
+    teacher_spec,
 )
 from jobs import teacher_softmax
 
@@ -217,3 +219,21 @@ def test_job_on_a_manifest_in_s3(s3_bucket, photos, ray_local, capsys):
     assert "not a recognised image format" in errors[5]
     assert errors[6] == "not found"
     assert errors[7] == "manifest image_status 'missing': not found under the images folder"
+
+
+def test_job_at_a_smaller_crop_still_recognises_real_photos(tmp_path, photos, ray_local, probs):
+    from apm.teacher_inference import TeacherJobConfig
+
+    config = TeacherJobConfig(input="x", out="y", image_size=160)
+    assert (config.transform.crop_size, config.transform.resize_size) == (160, 183)
+    assert TeacherJobConfig(input="x", out="y").transform == teacher_spec(DEFAULT_TEACHER).transform
+    with pytest.raises(ValueError, match="at least 16"):
+        TeacherJobConfig(input="x", out="y", image_size=8)
+    uris = _write_photos(photos, str(tmp_path / "photos"))
+    out = tmp_path / "out"
+    assert teacher_softmax.main(["--input", str(tmp_path / "photos"), "--out", str(out),
+                                 "--batch-size", "4", "--image-size", "160"]) == 0
+    rows = _check_photo_rows(storage.read_table(str(out / "teacher.parquet")), uris)
+    # Not the 224-px probabilities: the crop really changed.
+    small = np.stack([rows[uris[name]]["probs"] for name in PHOTOS])
+    assert not np.allclose(small, probs.numpy(), atol=1e-3)
