@@ -17,7 +17,7 @@ import numpy as np
 from scipy import stats
 
 from apm.decode import DEFAULT_LIMITS, DecodeError, decode_image, read_image_bytes
-from pfagan.judges import APMJudge, CategoryClassifier, frechet_distance
+from pfagan.judges import APMJudge, CategoryClassifier, fit_classifier, frechet_distance
 
 
 def real_images(uris: list[str], resolution: int) -> tuple[np.ndarray, np.ndarray]:
@@ -33,6 +33,14 @@ def real_images(uris: list[str], resolution: int) -> tuple[np.ndarray, np.ndarra
         images.append(rgb)
         kept.append(i)
     return np.stack(images), np.asarray(kept, np.int64)
+
+
+def classifier_on_real_photos(judge: APMJudge, uris: list[str], labels: np.ndarray,
+                              categories: tuple[str, ...], resolution: int) -> CategoryClassifier:
+    """The category classifier, fitted on real photos seen as the GAN sees them (short side
+    ``resolution``, centre square) through ``judge``'s APM features."""
+    images, kept = real_images(uris, resolution)
+    return fit_classifier(judge, judge(images).features, np.asarray(labels)[kept], categories)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from apm import storage
 from apm.schemas import NUM_BINS, SAMPLES_SCHEMA
 from apm.scoring import model_id
 from pfagan.checkpoint import load_generator
+from pfagan.evaluation import spearman
 from pfagan.grids import sample_grid
 from pfagan.judges import APMJudge, CategoryClassifier
 from pfagan.sampling import grid_conditions, histogram_mean, sample
@@ -62,6 +63,7 @@ class GenerateSummary:
     condition_means: list[float] = field(default_factory=list)
     pred_mean_by_condition: list[float] = field(default_factory=list)  # NaN without an APM
     category_accuracy: float | None = None  # share of samples classified as their condition
+    rho_condition_score: float | None = None  # Spearman(condition mean, APM mean of samples)
     seconds: float = 0.0
 
     def lines(self) -> list[str]:
@@ -71,8 +73,12 @@ class GenerateSummary:
             pairs = ", ".join(f"{c:.2f} -> {p:.2f}" for c, p in
                               zip(self.condition_means, self.pred_mean_by_condition))
             lines.append(f"condition mean -> APM mean of the samples: {pairs}")
+        if self.rho_condition_score is not None:
+            lines.append(f"Spearman rho, condition mean vs APM mean of each sample: "
+                         f"{self.rho_condition_score:.3f}")
         if self.category_accuracy is not None:
-            lines.append(f"classified as their condition's category: {self.category_accuracy:.1%}")
+            lines.append(f"classified as their condition's category: {self.category_accuracy:.1%} "
+                         f"(chance {1 / len(self.categories):.1%})")
         lines += [f"table: {storage.join(self.out, SAMPLES_FILE)}",
                   f"grid: {storage.join(self.out, GRID_FILE)}"]
         return lines
@@ -156,6 +162,8 @@ def run_generate(config: GenerateConfig) -> GenerateSummary:
     column = np.tile(np.repeat(np.arange(len(hists)), per_cell), len(ids))
     summary.pred_mean_by_condition = [float(np.mean(pred_mean[column == c])) if pred_mean is not None
                                       else float("nan") for c in range(len(hists))]
+    if pred_mean is not None:
+        summary.rho_condition_score = spearman(histogram_mean(conditions.histograms), pred_mean)
     if pred_cat is not None:
         summary.category_accuracy = float(np.mean(pred_cat == conditions.category_ids))
     summary.seconds = time.perf_counter() - start

@@ -1,18 +1,24 @@
 """The main job on its embedded default: every stage, then a rerun that skips them."""
 from __future__ import annotations
 
+import json
 import re
 import shutil
 
 import pyarrow.parquet as pq
 import pytest
 
+from apm.baselines import CEILING, CONSTANT
+from apm.headline import Figure
 from apm.models import load_checkpoint
 from apm.schemas import BUCKET_RMSE_SCHEMA, MANIFEST_SCHEMA, PER_IMAGE_FIT_SCHEMA, SAMPLES_SCHEMA
 from jobs import pipeline
 
 SMALL = ["--n", "40", "--size", "64", "--train-size", "32", "--train-epochs", "1",
          "--clusters", "4", "--explain-sample", "2", "--gan-epochs", "1"]
+#: The demo's default, seen through its report: the headline figures beside their baselines.
+HEADLINE = ("apm_spearman", "apm_mse", "apm_accuracy", "cluster_ari", "explain_median_change",
+            "gan_spearman", "gan_category_accuracy")
 
 
 def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
@@ -31,7 +37,7 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
     assert str(work / "fits" / "report.md") in out
     assert load_checkpoint(str(work / "models" / "finetuned.pt")).config.head == "distribution"
     metrics = pq.read_table(work / "eval" / "metrics.parquet").to_pandas()
-    assert set(metrics["variant"]) == {"distilled", "finetuned"}
+    assert set(metrics["variant"]) == {"distilled", "finetuned", CONSTANT, CEILING}
     scores = pq.read_table(work / "scores" / "scores").to_pandas()
     assert len(scores) == 40 and set(scores["status"]) == {"ok"}
     clusters = pq.read_table(work / "clusters" / "clusters.parquet")
@@ -41,16 +47,24 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
     assert explanations.num_rows == 4 and set(explanations.column("status").to_pylist()) == {"ok"}
     samples = pq.read_table(work / "generated" / "samples.parquet")
     assert samples.schema == SAMPLES_SCHEMA
-    # every synthetic category x the demo's three conditioning means x 4 samples, each scored
-    assert samples.num_rows == 10 * 3 * 4
+    # every synthetic category x the demo's three conditioning means, each sample scored and
+    # classified by a classifier trained on real photos
+    assert samples.num_rows == 10 * 3 * pipeline.GAN_SAMPLES_PER_CELL
     assert samples.column("pred_mean").null_count == 0
+    assert samples.column("pred_category").null_count == 0
     report = (work / "report" / "report.md").read_text()
     figures = re.findall(r"!\[[^]]*\]\((figures/[^)]+)\)", report)
     for expected in ("rmse_by_bucket", "scatter", "score_histogram", "cluster_", "grid"):
         assert any(expected in f for f in figures), expected
     assert all((work / "report" / f).stat().st_size > 0 for f in figures)
     assert "not written" not in report
-    assert "| finetuned |" in report  # the metrics table
+    assert "| finetuned |" in report and f"| {CONSTANT} |" in report  # the metrics table
+    headline = json.loads((work / "report" / "headline.json").read_text())
+    assert [f["key"] for f in headline] == list(HEADLINE)
+    for figure in headline:  # each printed with its verdict, and in the report
+        assert figure["label"] in out and figure["label"] in report
+        assert ("⚠" in Figure.from_dict(figure).line()) == figure["flagged"]
+    assert "| conditioning mean | APM mean of the samples |" in report
 
     stamp = (work / "ava" / "manifest.parquet").stat().st_mtime_ns
     assert pipeline.main(SMALL) == 0
@@ -68,7 +82,7 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
         shutil.rmtree(work / done) if (work / done).is_dir() else (work / done).unlink()
     ava = ["--preset", "ava", "--ava-dir", str(work / "synthetic"), "--images",
            str(work / "synthetic" / "images"), "--device", "cpu", "--backbone", "resnet18",
-           "--train-workers", "2", "--gan-resolution", "32", *SMALL[4:]]
+           "--init", "random", "--train-workers", "2", "--gan-resolution", "32", *SMALL[4:]]
     assert pipeline.main(ava) == 0
     out = capsys.readouterr().out
     assert "[synthetic]" not in out and "[pfagan] done" in out and "[report] done" in out
