@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from apm import storage
 from apm.distributions import normalise
 from apm.fit_report import votes_from_manifest
+from apm.schemas import NUM_BINS
 
 CONSTANT = "constant: train mean histogram"
 CEILING = "ceiling: the truth's pmf (finite raters)"
@@ -47,7 +48,7 @@ def truth_pmfs(truth_uri: str, image_ids: np.ndarray) -> np.ndarray:
     """The synthetic truth's rating pmf for each of ``image_ids`` (NaN rows where absent)."""
     truth = storage.read_table(truth_uri, columns=["image_id", "true_pmf"])
     position = pc.index_in(pa.array(image_ids, pa.int64()), value_set=truth["image_id"])
-    pmf = np.full((len(image_ids), 10), np.nan)
+    pmf = np.full((len(image_ids), NUM_BINS), np.nan)
     found = np.asarray(pc.is_valid(position))
     if found.any():
         rows = np.asarray(pc.drop_null(position))

@@ -58,6 +58,14 @@ class Report:
         return target
 
 
+def first_markdown_table(uri: str) -> list[str]:
+    """The lines of the first Markdown table of a report file (a stage's, e.g. metrics.md)."""
+    lines = storage.read_text(uri).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
 def score_means(scores: str) -> np.ndarray:
     """The predicted mean of every photo scored ``ok`` in a ``jobs.score`` output."""
     table = pa.concat_tables(storage.read_table(uri, columns=["status", "mean"])

@@ -17,8 +17,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from apm import storage
 from apm.headline import Figure, condition_table
+from apm.report import first_markdown_table
 from jobs._bench import PROJECT_ROOT, machine, run_process
 
 #: Wall time a first run of the demo must stay under, Ray's start-up included.
@@ -38,13 +38,6 @@ def parser() -> argparse.ArgumentParser:
 
 def _stage_times(output: str) -> list[tuple[str, float]]:
     return [(name, float(s)) for name, s in re.findall(r"^\[(\w+)\] done in ([\d.]+) s$", output, re.M)]
-
-
-def _first_table(markdown: str) -> list[str]:
-    lines = markdown.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return lines[start:end]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "### APM on the test split (with the constant predictor and the ceiling)",
         "",
-        *_first_table(storage.read_text(str(work / "eval" / "metrics.md"))),
+        *first_markdown_table(str(work / "eval" / "metrics.md")),
         "",
         "The distilled model's aesthetic head is still untrained (distillation trains the "
         "semantic head and the backbone only): its row is the starting point of fine-tuning.",

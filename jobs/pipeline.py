@@ -24,7 +24,7 @@ from apm.explain import AttackConfig, ExplainConfig, Selection, run_explain
 from apm.fit_report import run as fit_distributions
 from apm.headline import Figure, condition_table, headline_figures
 from apm.manifest import MANIFEST_FILE, build_manifest
-from apm.report import Report, Section, plot_score_histogram, score_means
+from apm.report import Report, Section, first_markdown_table, plot_score_histogram, score_means
 from apm.runtime import init_ray
 from apm.scoring import ScoreConfig, run_score
 from apm.synthetic.dataset import SyntheticConfig, generate
@@ -278,7 +278,7 @@ def _report(s: Settings) -> list[str]:
         [("RMSE of the fits by mean-score bucket", s.uri("fits", "rmse_by_bucket.png")),
          ("Example fits", s.uri("fits", "example_fits.png"))]))
     report.add(Section("APM models on the test split", [
-        *_markdown_table(s.uri("eval", "metrics.md")), "",
+        *first_markdown_table(s.uri("eval", "metrics.md")), "",
         f"Per category and plots: `{s.uri('eval', 'metrics.md')}`."],
         [("Predicted vs true mean score", s.uri("eval", "scatter.png"))]))
     report.add(Section("The scored library", [
@@ -307,14 +307,6 @@ def _report(s: Settings) -> list[str]:
 
 
 HEADLINE_FILE = "headline.json"
-
-
-def _markdown_table(uri: str) -> list[str]:
-    """The first Markdown table of a report file."""
-    lines = storage.read_text(uri).splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
-    return lines[start:end]
 
 
 def _first_files(folder: str, n: int) -> list[str]:
