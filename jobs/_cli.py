@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from apm import progress, storage
+from apm.precision import PRECISIONS
 from apm.decode import DEFAULT_MAX_ASPECT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
 
 
@@ -39,6 +40,14 @@ def add_ray_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-failures", type=int, default=2,
                    help="worker-group restarts from the last checkpoint (default 2)")
     add_ray_args(p)
+
+
+def add_precision_arg(p: argparse.ArgumentParser) -> None:
+    """--precision for every job that runs a network (see :mod:`apm.precision`)."""
+    p.add_argument("--precision", choices=list(PRECISIONS), default=None,
+                   help="bf16: the backbone under bfloat16 autocast, heads, softmaxes, losses and "
+                        "everything stored in float32; fp32: all float32 (default: bf16 on "
+                        "cuda, fp32 on cpu)")
 
 
 def add_image_limit_args(p: argparse.ArgumentParser) -> None:
