@@ -1,10 +1,11 @@
 """Evaluating APM checkpoints on a manifest split: predictions, the paper's metrics, report, plots.
 
-The predictor is separate from the evaluation so that bulk scoring reuses it:
-:class:`APMPredictor` is a Ray Data callable class (each actor loads a checkpoint once) and
-:func:`prediction_table` runs it over any (uri, error) table. Photos are decoded exactly as for
-the teacher (:func:`apm.inference.decode_batch`: short side ``image_size * 8/7``, centre
-crop), and a photo that cannot be read becomes an error row; it never stops the job.
+The model runs in bulk scoring's predictor (:class:`apm.models.predictor.Predictor`: batch
+norm folded, the same precision), so the metrics measure the model exactly as it is scored:
+:class:`EvaluationPredictor` is a Ray Data callable class (each actor builds the model once)
+and :func:`prediction_table` runs it over any (uri, error) table. Photos are decoded exactly as
+for scoring (:func:`apm.inference.decode_batch`: short side ``image_size * 8/7``, centre crop),
+and a photo that cannot be read becomes an error row; it never stops the job.
 
 :func:`run_evaluation` scores the test split with each model, computes
 :func:`apm.metrics.evaluate` overall and per semantic category, and writes under ``OUT``:
@@ -16,16 +17,15 @@ from __future__ import annotations
 import logging
 import posixpath
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 from matplotlib.figure import Figure
 
 from apm import storage
+from apm.batch_stage import BatchStage, check_batch_options
 from apm.baselines import (
     BASELINES,
     CEILING,
@@ -37,24 +37,12 @@ from apm.baselines import (
 )
 from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.fit_report import png_bytes, votes_from_manifest
-from apm.inference import (
-    NO_ERROR,
-    STATUS_ERROR,
-    STATUS_OK,
-    default_concurrency,
-    known_errors,
-    predict_rows,
-)
+from apm.inference import STATUS_ERROR, STATUS_OK, default_concurrency, known_errors, predict_rows
 from apm.metrics import OVERALL, evaluate, mean_scores
-from apm.models import (
-    load_checkpoint,
-    optimize_for_inference,
-    read_checkpoint,
-    std_score,
-)
-from apm.preprocessing import DEFAULT_IMAGE_SIZE, crop_size, image_transform
+from apm.models import ModelSpec
+from apm.models.predictor import Predictor
+from apm.preprocessing import image_transform
 from apm.schemas import EVALUATION_SCHEMA, NUM_BINS
-from apm.teacher import DEVICES
 
 log = logging.getLogger(__name__)
 
@@ -67,39 +55,20 @@ CALIBRATION_BINS = 8
 DIST_TYPE = pa.list_(pa.float32(), NUM_BINS)
 
 @dataclass(frozen=True)
-class PredictConfig:
-    """How a checkpoint scores photos; shared by evaluation and bulk scoring."""
-
-    model: str  # checkpoint path or s3:// URI
-    image_size: int = DEFAULT_IMAGE_SIZE  # the crop the model was trained on
-    device: str = "cpu"
-    batch_size: int = 32
-    concurrency: int | None = None  # predictor actors; default one per GPU / CPU of the cluster
-    limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
-
-    def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if min(self.image_size, self.batch_size) < 1:
-            raise ValueError("image size and batch size must be at least 1")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
-
-
-@dataclass(frozen=True)
 class EvaluationConfig:
     """What ``evaluate`` runs; invalid values raise ValueError before any work."""
 
     manifest: str
-    models: tuple[str, ...]
+    models: tuple[str | ModelSpec, ...]  # checkpoint paths / URIs or random:ARCH, or resolved
     out: str
     variants: tuple[str, ...] = ()  # one name per model; default: the checkpoint file names
     split: str = "test"
     truth: str | None = None  # synthetic truth.parquet: categories from its `category`
     image_size: int | None = None  # default: each checkpoint's training crop (else 224)
     device: str = "cpu"
+    precision: str | None = None  # fp32 | bf16; default: the device's (apm.precision)
     batch_size: int = 32
-    concurrency: int | None = None
+    concurrency: int | None = None  # predictor actors; default one per GPU / CPU of the cluster
     limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
 
     def __post_init__(self) -> None:
@@ -110,17 +79,17 @@ class EvaluationConfig:
         names = self.variant_names
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be distinct, got {list(names)}; use --variant")
-        PredictConfig("", self.image_size or DEFAULT_IMAGE_SIZE, self.device, self.batch_size,
-                      self.concurrency)  # validates device and sizes
+        check_batch_options(self.device, self.batch_size, self.concurrency, self.precision,
+                            self.image_size)
+
+    @property
+    def model_uris(self) -> tuple[str, ...]:
+        return tuple(m.spec if isinstance(m, ModelSpec) else m for m in self.models)
 
     @property
     def variant_names(self) -> tuple[str, ...]:
         return self.variants or tuple(posixpath.splitext(posixpath.basename(m.rstrip("/")))[0]
-                                      for m in self.models)
-
-    def predict_config(self, model: str) -> PredictConfig:
-        return PredictConfig(model, crop_size(model, self.image_size), self.device,
-                             self.batch_size, self.concurrency, self.limits)
+                                      for m in self.model_uris)
 
     def out_uri(self, name: str) -> str:
         return storage.join(storage.normalize(self.out), name)
@@ -128,68 +97,51 @@ class EvaluationConfig:
 
 # --- prediction -----------------------------------------------------------------------------
 
-class APMPredictor:
-    """Ray Data callable class: each actor loads the checkpoint once and scores batches of crops.
+class EvaluationPredictor(BatchStage):
+    """Ray Data callable class: each actor builds the model once (:class:`Predictor`, as
+    scoring does) and returns per row the predicted mean, and for the distribution head the
+    distribution and its std (NaN for the mean head, which predicts no distribution)."""
 
-    Returns per row the predicted mean, and for the distribution head the distribution and its
-    std (NaN for the mean head, which predicts no distribution).
-    """
+    def __init__(self, model: str | ModelSpec, image_size: int | None, device: str,
+                 storage_env: dict[str, str], precision: str | None = None) -> None:
+        super().__init__(device, storage_env)
+        self.predictor = Predictor(model, image_size, device, precision)
 
-    def __init__(self, model: str, image_size: int, device: str, storage_env: dict[str, str]) -> None:
-        storage.apply_env(storage_env)  # the checkpoint may be on S3
-        self.device = torch.device(device)
-        self.model = optimize_for_inference(load_checkpoint(model), image_size, self.device)
-        self.transform = image_transform(self.model.config.backbone, image_size)
+    def empty(self, n: int) -> dict[str, np.ndarray]:
+        return {"mean": np.full(n, np.nan, np.float64), "std": np.full(n, np.nan, np.float64),
+                "dist": np.full((n, NUM_BINS), np.nan, np.float32)}
 
-    @torch.inference_mode()
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = batch["error"] == NO_ERROR
-        n = len(ok)
-        mean = np.full(n, np.nan, np.float64)
-        std = np.full(n, np.nan, np.float64)
-        dist = np.full((n, NUM_BINS), np.nan, np.float32)
-        if ok.any():
-            crops = torch.from_numpy(np.ascontiguousarray(batch["crop"][ok])).to(self.device)
-            output = self.model(self.transform.normalize(crops))
-            if output.dist is None:
-                mean[ok] = output.mean.float().cpu().numpy()
-            else:
-                dist[ok] = output.dist.float().cpu().numpy()
-                # The mean of the stored float32 distribution, exactly what the metrics see.
-                mean[ok] = mean_scores(dist[ok].astype(np.float64))
-                std[ok] = std_score(output.dist.float()).cpu().numpy()
-        return {"row": batch["row"], "error": batch["error"], "mean": mean, "std": std, "dist": dist}
+    def process(self, batch: dict[str, np.ndarray], ok: np.ndarray,
+                out: dict[str, np.ndarray]) -> None:
+        p = self.predictor.predict(batch["crop"][ok])
+        out["mean"][ok], out["std"][ok], out["dist"][ok] = p.mean, p.std, p.dist
 
 
-def _predict_batches(inputs: pa.Table, rows: np.ndarray, config: PredictConfig
-                     ) -> Iterator[dict[str, np.ndarray]]:
-    """Batches of (row, error, mean, std, dist) for ``inputs[rows]``, as Ray Data completes them."""
-    backbone = read_checkpoint(config.model)[0].backbone
-    return predict_rows(inputs, rows, image_transform(backbone, config.image_size), APMPredictor,
-                        {"model": config.model, "image_size": config.image_size},
-                        batch_size=config.batch_size,
-                        concurrency=config.concurrency or default_concurrency(config.device),
-                        device=config.device, limits=config.limits)
-
-
-def prediction_table(inputs: pa.Table, config: PredictConfig) -> pa.Table:
-    """Predictions for every row of ``inputs`` (columns ``uri`` and ``error``), in input order.
+def prediction_table(inputs: pa.Table, model: str | ModelSpec, config: EvaluationConfig
+                     ) -> pa.Table:
+    """Predictions of ``model`` for every row of ``inputs`` (columns ``uri`` and ``error``), in
+    input order; Ray must be up.
 
     Columns: ``pred_mean``, ``pred_std``, ``pred_dist`` (null for the mean head and for
     errors), ``status`` (ok | error) and ``error``. Rows whose ``error`` is already set are
-    not read. Ray must be up.
+    not read.
     """
+    spec = ModelSpec.resolve(model)
+    crop = spec.crop(config.image_size)
     n = inputs.num_rows
-    errors: list[str | None] = inputs.column("error").to_pylist()
+    errors: list[str | None] = [None] * n
     mean, std = np.full(n, np.nan), np.full(n, np.nan)
     dist = np.full((n, NUM_BINS), np.nan, np.float32)
-    todo = np.array([i for i, e in enumerate(errors) if e is None], dtype=np.int64)
-    if len(todo):
-        for batch in _predict_batches(inputs, todo, config):
-            rows = batch["row"].astype(np.int64)
-            mean[rows], std[rows], dist[rows] = batch["mean"], batch["std"], batch["dist"]
-            for row, error in zip(rows, batch["error"]):
-                errors[row] = error or None
+    batches = predict_rows(
+        inputs, np.arange(n), image_transform(spec.architecture.backbone, crop),
+        EvaluationPredictor, {"model": spec, "image_size": crop, "precision": config.precision},
+        batch_size=config.batch_size, device=config.device, limits=config.limits,
+        concurrency=config.concurrency or default_concurrency(config.device))
+    for batch in batches:
+        rows = batch["row"].astype(np.int64)
+        mean[rows], std[rows], dist[rows] = batch["mean"], batch["std"], batch["dist"]
+        for row, error in zip(rows, batch["error"]):
+            errors[row] = error or None
     ok = np.array([e is None for e in errors], dtype=bool)
     has_dist = ok & np.isfinite(dist).all(axis=1)
     flat = pa.array(np.nan_to_num(dist).ravel(), pa.float32())
@@ -417,16 +369,16 @@ def run_evaluation(config: EvaluationConfig) -> EvaluationSummary:
              inputs.num_rows - pc.sum(pc.is_null(inputs["error"])).as_py())
     parts, rows = [], []
     everywhere = np.ones(inputs.num_rows, bool)  # scored by every model
-    for variant, model in zip(config.variant_names, config.models):
-        scored = prediction_table(inputs, config.predict_config(model))
+    for variant, model, uri in zip(config.variant_names, config.models, config.model_uris):
+        scored = prediction_table(inputs, model, config)
         everywhere &= np.asarray(pc.equal(scored["status"], STATUS_OK))
         part = inputs.drop_columns(["error"])
         for name in scored.column_names:
             part = part.append_column(name, scored[name])
         n = part.num_rows
-        part = part.add_column(0, "model_uri", pa.array([model] * n, pa.string()))
+        part = part.add_column(0, "model_uri", pa.array([uri] * n, pa.string()))
         part = part.add_column(0, "variant", pa.array([variant] * n, pa.string()))
-        rows += metric_rows(variant, model, part)
+        rows += metric_rows(variant, uri, part)
         parts.append(part)
     predictions = pa.concat_tables(parts)
     rows += baseline_rows(inputs, everywhere, config)

@@ -23,7 +23,7 @@ from apm import storage
 from apm.decode import DEFAULT_LIMITS, DecodeError, ImageLimits, read_image_bytes
 
 if TYPE_CHECKING:  # torch stays out of processes that only list objects
-    from apm.teacher import ImageTransform
+    from apm.models.transforms import ImageTransform
 
 log = logging.getLogger(__name__)
 

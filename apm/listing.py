@@ -47,6 +47,8 @@ from apm.schemas import LISTING_SCHEMA
 
 log = logging.getLogger(__name__)
 
+#: The folder of a job's output where its input is listed.
+LISTING_FOLDER = "_listing"
 DONE_FILE = "_SUCCESS.json"
 #: Version of the ``_SUCCESS.json`` layout; a listing of another version is listed again.
 LISTING_FORMAT = 2
@@ -555,3 +557,11 @@ def build_listing(config: ListingConfig) -> Listing:
         "skipped": listing.skipped, "seconds": seconds}))
     log.info("\n".join(listing.lines()) + f" ({rows / max(seconds, 1e-9):.0f} objects/s)")
     return listing
+
+
+def fresh_listing(config: ListingConfig) -> Listing:
+    """A new listing of ``config.source``, replacing any left in ``config.folder`` (for jobs
+    that do not resume, so that a rerun sees the input as it is now). Ray must be up."""
+    if storage.exists(config.folder):
+        storage.remove(config.folder, recursive=True)
+    return build_listing(config)

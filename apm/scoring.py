@@ -18,7 +18,6 @@ with other settings is refused unless ``overwrite`` starts over.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import logging
 import math
@@ -29,111 +28,70 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from apm import storage
+from apm.batch_stage import BatchStage, Tally, check_batch_options, fixed_lists
 from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.inference import (
     IMAGE_SUFFIXES,
     KIND_PERMANENT,
     KIND_TRANSIENT,
-    NO_ERROR,
     STATUS_ERROR,
     STATUS_OK,
     default_concurrency,
     predict_rows,
 )
 from apm.lease import DEFAULT_STALE_AFTER_S, OutputLease
-from apm.listing import Listing, ListingConfig, build_listing
-from apm.models import (
-    APM,
-    RANDOM_PREFIX,
-    check_model_spec,
-    create_apm,
-    load_checkpoint,
-    optimize_for_inference,
-)
-from apm.models import std_score as std_of
-from apm.preprocessing import crop_size, image_transform
+from apm.listing import LISTING_FOLDER, Listing, ListingConfig, build_listing
+from apm.models import ModelSpec
+from apm.models.predictor import Predictor
+from apm.preprocessing import image_transform
 from apm.schemas import EMBEDDING_TYPE, NUM_BINS, SCORES_SCHEMA, TEACHER_TOP_K
-from apm.teacher import DEVICES, imagenet_categories
+from apm.teacher import imagenet_categories
 
 log = logging.getLogger(__name__)
 
 JOB_FILE = "_job.json"
 #: Parquet key-value metadata of a shard file: its :func:`shard_stamp`.
 SHARD_KEY = "apm.shard"
-LISTING_FOLDER = "_listing"
 SCORES_FOLDER = "scores"
 
 
 # --- the model ------------------------------------------------------------------------------
 
-def model_id(model: str) -> str:
-    """What identifies the weights: the spec for ``random:ARCH`` (fixed seed), else a hash of
-    the checkpoint's bytes, so a moved or renamed checkpoint keeps its id."""
-    if model.startswith(RANDOM_PREFIX):
-        return model
-    return "sha256:" + hashlib.sha256(storage.read_bytes(model)).hexdigest()[:16]
-
-
-def load_scoring_model(model: str) -> APM:
-    """The APM of a model spec, in eval mode; ``random:ARCH`` gives the same weights everywhere."""
-    if model.startswith(RANDOM_PREFIX):
-        torch.manual_seed(0)  # every actor must build the same random model
-        return create_apm(check_model_spec(model), "random").eval()
-    return load_checkpoint(model).eval()
-
-
-class ScorePredictor:
-    """Ray Data callable class: each actor loads the model once and scores batches of crops.
+class ScorePredictor(BatchStage):
+    """Ray Data callable class: each actor builds the model once (:class:`Predictor`) and
+    scores batches of crops.
 
     Per row: the score distribution (NaN for a mean-regression head), mean, std, the semantic
     head's top-5 ImageNet ids and probabilities, and (optionally) the pooled backbone features.
-    Batch norm is folded into the convolutions; on a GPU it runs in bf16 with channels-last
-    tensors.
     """
 
-    def __init__(self, model: str, image_size: int, embedding: bool, device: str,
-                 storage_env: dict[str, str]) -> None:
-        storage.apply_env(storage_env)  # the checkpoint may be on S3
-        self.device = torch.device(device)
-        self.model = optimize_for_inference(load_scoring_model(model), image_size, self.device)
-        self.transform = image_transform(self.model.config.backbone, image_size)
+    passed = ("row", "error", "error_kind", "width", "height")
+
+    def __init__(self, model: str | ModelSpec, image_size: int | None, embedding: bool,
+                 device: str, storage_env: dict[str, str], precision: str | None = None) -> None:
+        super().__init__(device, storage_env)
+        self.predictor = Predictor(model, image_size, device, precision)
+        self.transform = self.predictor.transform
         self.embedding = embedding
 
-    @torch.inference_mode()
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = batch["error"] == NO_ERROR
-        n = len(ok)
-        out = {key: batch[key] for key in ("row", "error", "error_kind", "width", "height")}
-        out["dist"] = np.full((n, NUM_BINS), np.nan, np.float32)
-        out["mean"] = np.full(n, np.nan, np.float32)
-        out["std"] = np.full(n, np.nan, np.float32)
-        out["top5_ids"] = np.zeros((n, TEACHER_TOP_K), np.int32)
-        out["top5_probs"] = np.zeros((n, TEACHER_TOP_K), np.float32)
+    def empty(self, n: int) -> dict[str, np.ndarray]:
+        out = {"dist": np.full((n, NUM_BINS), np.nan, np.float32),
+               "mean": np.full(n, np.nan, np.float32), "std": np.full(n, np.nan, np.float32),
+               "top5_ids": np.zeros((n, TEACHER_TOP_K), np.int32),
+               "top5_probs": np.zeros((n, TEACHER_TOP_K), np.float32)}
         if self.embedding:
-            dim = self.model.semantic_head.in_features
-            out["embedding"] = np.zeros((n, dim), np.float16)
-        if ok.any():
-            crops = torch.from_numpy(np.ascontiguousarray(batch["crop"][ok])).to(self.device)
-            x = self.transform.normalize(crops)
-            autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
-                        else torch.autocast("cpu", enabled=False))
-            with autocast:
-                features = self.model.backbone(x)
-                output = self.model.heads(features)
-            out["mean"][ok] = output.mean.float().cpu().numpy()
-            if output.dist is not None:
-                dist = output.dist.float()
-                out["dist"][ok] = dist.cpu().numpy()
-                out["std"][ok] = std_of(dist).cpu().numpy()
-            probs, ids = output.semantic_logits.float().softmax(-1).topk(TEACHER_TOP_K, dim=-1)
-            out["top5_ids"][ok] = ids.cpu().numpy()
-            out["top5_probs"][ok] = probs.cpu().numpy()
-            if self.embedding:
-                out["embedding"][ok] = features.float().cpu().numpy().astype(np.float16)
+            out["embedding"] = np.zeros((n, self.predictor.feature_dim), np.float16)
         return out
+
+    def process(self, batch: dict[str, np.ndarray], ok: np.ndarray,
+                out: dict[str, np.ndarray]) -> None:
+        p = self.predictor.predict(batch["crop"][ok], self.embedding)
+        out["mean"][ok], out["std"][ok], out["dist"][ok] = p.mean, p.std, p.dist
+        out["top5_ids"][ok], out["top5_probs"][ok] = p.top_ids, p.top_probs
+        if self.embedding:
+            out["embedding"][ok] = p.embedding.astype(np.float16)
 
 
 # --- configuration and summary --------------------------------------------------------------
@@ -144,8 +102,9 @@ class ScoreConfig:
 
     input: str  # folder / s3:// prefix of photos, or a manifest .parquet
     out: str
-    model: str  # checkpoint path / URI, or random:ARCH
+    model: str | ModelSpec  # checkpoint path / URI, or random:ARCH (resolved: read once)
     device: str = "cpu"
+    precision: str | None = None  # fp32 | bf16; default: the device's (apm.precision)
     image_size: int | None = None  # default: the checkpoint's training crop, else 224
     batch_size: int = 32
     concurrency: int | None = None  # a fixed pool of this many actors; default: elastic
@@ -163,22 +122,15 @@ class ScoreConfig:
     lease_timeout_s: float = DEFAULT_STALE_AFTER_S  # a lease older than this is taken over
 
     def __post_init__(self) -> None:
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if min(self.image_size or 1, self.batch_size, self.rows_per_file) < 1:
-            raise ValueError("image size, batch size and rows per file must be >= 1")
+        check_batch_options(self.device, self.batch_size, self.concurrency, self.precision,
+                            self.image_size)
+        if self.rows_per_file < 1:
+            raise ValueError(f"rows per file must be at least 1, got {self.rows_per_file}")
         if min(self.rows_per_part, self.listing_tasks or 1, self.max_actors or 1) < 1:
             raise ValueError("rows per part, listing tasks and max actors must be >= 1")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
     def uri(self, *parts: str) -> str:
         return storage.join(storage.normalize(self.out), *parts)
-
-    @property
-    def crop(self) -> int:
-        """The crop size to score at."""
-        return crop_size(self.model, self.image_size)
 
     def job_record(self, model_id_: str, crop: int) -> dict:
         """What must not change between a run and its resumption."""
@@ -187,13 +139,10 @@ class ScoreConfig:
 
 
 @dataclass
-class ScoreSummary:
+class ScoreSummary(Tally):  # rows: written by this run
     out: str
     model_id: str
     listing: Listing
-    rows: int = 0  # rows written by this run
-    ok: int = 0
-    errors: Counter = field(default_factory=Counter)  # reason -> count
     kinds: Counter = field(default_factory=Counter)  # error_kind -> count
     files_written: int = 0
     files_kept: int = 0  # complete shards of an earlier run
@@ -214,9 +163,7 @@ class ScoreSummary:
         if transient:
             out.append(f"  {transient} rows failed on store faults after every retry "
                        "(error_kind 'transient'): rerun with --retry-errors to score them")
-        out += [f"  error x{n}: {reason}" for reason, n in self.errors.most_common(10)]
-        if len(self.errors) > 10:
-            out.append(f"  ... and {len(self.errors) - 10} more kinds of error")
+        out += self.error_lines()
         out.append(f"output: {storage.join(self.out, SCORES_FOLDER)} "
                    f"({self.files_written + self.files_kept} files, "
                    f"{self.listing.rows} rows, one per listed object)")
@@ -224,11 +171,6 @@ class ScoreSummary:
 
 
 # --- output ---------------------------------------------------------------------------------
-
-def _fixed(values: np.ndarray, type_: pa.DataType, valid: np.ndarray) -> pa.Array:
-    flat = pa.array(np.ascontiguousarray(values).ravel(), type=type_.value_type)
-    return pa.FixedSizeListArray.from_arrays(flat, type=type_, mask=pa.array(~valid))
-
 
 def scores_table(listed: pa.Table | None, result: dict[str, np.ndarray], model_id_: str,
                  scored_at: dt.datetime) -> pa.Table:
@@ -263,14 +205,15 @@ def scores_table(listed: pa.Table | None, result: dict[str, np.ndarray], model_i
         "error_kind": pa.array(kinds, pa.string()),
         "width": pa.array(result["width"], pa.int32(), mask=~ok),
         "height": pa.array(result["height"], pa.int32(), mask=~ok),
-        "dist": _fixed(np.nan_to_num(result["dist"]), SCORES_SCHEMA.field("dist").type, has_dist),
+        "dist": fixed_lists(np.nan_to_num(result["dist"]), SCORES_SCHEMA.field("dist").type,
+                            has_dist),
         "mean": pa.array(mean, pa.float32(), mask=~ok),
         "std": pa.array(result["std"], pa.float32(), mask=~has_dist),
         "is_high": pa.array(mean >= 5.0, pa.bool_(), mask=~ok),
-        "top5_ids": _fixed(result["top5_ids"], SCORES_SCHEMA.field("top5_ids").type, ok),
+        "top5_ids": fixed_lists(result["top5_ids"], SCORES_SCHEMA.field("top5_ids").type, ok),
         "top5_names": pa.array([[names[i] for i in ids] if v else None
                                 for ids, v in zip(result["top5_ids"], ok)], pa.list_(pa.string())),
-        "top5_probs": _fixed(result["top5_probs"], SCORES_SCHEMA.field("top5_probs").type, ok),
+        "top5_probs": fixed_lists(result["top5_probs"], SCORES_SCHEMA.field("top5_probs").type, ok),
         "embedding": embedding_column,
         "model_id": pa.array([model_id_] * n, pa.string()),
         "scored_at": pa.array([scored_at] * n, SCORES_SCHEMA.field("scored_at").type),
@@ -361,10 +304,7 @@ class ShardWriter:
                 self._write(int(shard))
 
     def _record(self, result: dict[str, np.ndarray]) -> None:
-        failed = [e for e in result["error"] if e]
-        self.summary.rows += len(result["row"])
-        self.summary.ok += len(result["row"]) - len(failed)
-        self.summary.errors.update(failed)
+        self.summary.record(result["error"])
         self.summary.kinds.update((k or KIND_PERMANENT) for e, k in
                                   zip(result["error"], result["error_kind"]) if e)
 
@@ -483,8 +423,8 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
     start = time.perf_counter()
     storage.makedirs(storage.normalize(config.out))
     with OutputLease(config.uri(), stale_after_s=config.lease_timeout_s) as lease:
-        architecture = check_model_spec(config.model)  # a bad checkpoint fails here
-        identity, crop = model_id(config.model), config.crop
+        spec = ModelSpec.resolve(config.model)  # read once; a bad checkpoint fails here
+        identity, crop = spec.id, spec.crop(config.image_size)
         record = config.job_record(identity, crop)
         earlier = _prepare_out(config, record)
         listing = _read_listing(config)
@@ -494,7 +434,8 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
                         "do not match it are scored again", earlier["listing_digest"],
                         record["listing_digest"])
         storage.write_text(config.uri(JOB_FILE), json.dumps(record, indent=1))
-        summary = ScoreSummary(storage.normalize(config.out), identity, listing)
+        summary = ScoreSummary(out=storage.normalize(config.out), model_id=identity,
+                               listing=listing)
         writer = ShardWriter(config, listing, identity, summary)
         rows = _plan_shards(config, writer, identity, summary)
         concurrency = (config.concurrency
@@ -502,8 +443,9 @@ def run_score(config: ScoreConfig) -> ScoreSummary:
         progress = Progress(len(rows), config.progress_every_s)
         # Rows known to be bad (a manifest's image_status) come back as error rows unread.
         batches = predict_rows(
-            listing, rows, image_transform(architecture.backbone, crop), ScorePredictor,
-            {"model": config.model, "image_size": crop, "embedding": config.embedding},
+            listing, rows, image_transform(spec.architecture.backbone, crop), ScorePredictor,
+            {"model": spec, "image_size": crop, "embedding": config.embedding,
+             "precision": config.precision},
             batch_size=config.batch_size, concurrency=concurrency, device=config.device,
             limits=config.limits, decode_concurrency=config.decode_concurrency)
         progress.update(summary)

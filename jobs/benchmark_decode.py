@@ -4,7 +4,7 @@ A PNG of a few hundred bytes and 400000 x 1 pixels used to be resized whole, to 
 256 pixels at the default crop (224 of 256), and killed the actor. This measures what one
 scoring actor's work costs now: the actor's model (:class:`apm.scoring.ScorePredictor`,
 ``--model`` at ``--image-size``) is built, then one photo is decoded, cropped
-(:meth:`apm.teacher.ImageTransform.crop_decoded`, as the job's actors do) and scored, for
+(:meth:`apm.models.transforms.ImageTransform.crop_decoded`, as the job's actors do) and scored, for
 
 * (a) a normal photo: a 500 x 375 JPEG (AVA's size) of scikit-learn's sample photos;
 * (b) the 400000 x 1 strip PNG with ``--max-aspect`` raised to 1e6, so that it is decoded;

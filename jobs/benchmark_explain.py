@@ -9,7 +9,7 @@ always get the same budget and steps), and measures
 (b) concentration: the share of each heatmap's mass inside the photo's true subject mask,
     against the share of the crop the mask covers (what a uniform heatmap would get). The mask
     goes through the same resize and centre crop as the photo
-    (:meth:`apm.teacher.ImageTransform.crop_image`).
+    (:meth:`apm.models.transforms.ImageTransform.crop_image`).
 
 The model is by default a checkpoint of ``jobs.benchmark_variants`` (EfficientNet-Lite0 at 64 px
 crops) on its synthetic AVA; when that file does not exist, a small one is fine-tuned here from
@@ -46,10 +46,10 @@ from apm.explain import (
 from apm.fit_report import png_bytes
 from apm.inference import STATUS_OK
 from apm.models import check_model_spec
+from apm.models.spec import model_id
+from apm.precision import DEVICES
 from apm.preprocessing import image_transform
 from apm.runtime import init_ray
-from apm.scoring import model_id
-from apm.teacher import DEVICES
 from apm.training.data import training_rows
 from apm.training.loop import TrainConfig
 from apm.training.trainer import fit, model_uri

@@ -459,13 +459,13 @@ def pick_model(photos: list[Path], archs: list[str], image_size: int, batch: int
 
     from apm.models import optimize_for_inference
     from apm.preprocessing import image_transform
-    from apm.scoring import load_scoring_model
+    from apm.models import ModelSpec
 
     torch.set_num_threads(1)
     data = [p.read_bytes() for p in photos]
     out = {}
     for arch in archs:
-        model = optimize_for_inference(load_scoring_model(f"random:{arch}"), image_size,
+        model = optimize_for_inference(ModelSpec.resolve(f"random:{arch}").load(), image_size,
                                        torch.device("cpu"))
         transform = image_transform(model.config.backbone, image_size)
         start = time.perf_counter()

@@ -34,9 +34,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from apm.models import check_model_spec, optimize_for_inference
+from apm.models import ModelSpec, check_model_spec, optimize_for_inference
 from apm.preprocessing import image_transform
-from apm.scoring import load_scoring_model
 from jobs import _cli
 from jobs._bench import MEMORY_SAMPLE_S, job_rate, machine, make_photos, run_job
 
@@ -69,7 +68,7 @@ def plain_pytorch(paths: list[Path], model_spec: str, image_size: int, batch_siz
     ``optimised``: the model as the job's actors prepare it."""
     start = time.perf_counter()
     torch.set_num_threads(os.cpu_count() or 1)
-    model = load_scoring_model(model_spec)
+    model = ModelSpec.resolve(model_spec).load()
     if optimised:
         model = optimize_for_inference(model, image_size, torch.device("cpu"))
     transform = image_transform(model.config.backbone, image_size)
@@ -87,7 +86,7 @@ def single_core_times(paths: list[Path], model_spec: str, image_size: int,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        model = optimize_for_inference(load_scoring_model(model_spec), image_size,
+        model = optimize_for_inference(ModelSpec.resolve(model_spec).load(), image_size,
                                        torch.device("cpu"))
         transform = image_transform(model.config.backbone, image_size)
         sample = paths[:200]

@@ -4,18 +4,22 @@ The predictor, metrics, report and plots are :mod:`apm.evaluation`; this module 
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from apm import storage
 from apm.evaluation import EvaluationConfig, run_evaluation
-from apm.models import check_model_spec
+from apm.models import ModelSpec
+from apm.precision import DEVICES
 from apm.runtime import init_ray
-from apm.teacher import DEVICES
 from jobs import _cli
 
 EPILOG = """\
-Each --model is an APM checkpoint (from jobs.distill / jobs.finetune); --variant names them in
+Each --model is an APM checkpoint (from jobs.distill / jobs.finetune), or random:ARCH for a
+randomly initialised model (a floor to compare with); --variant names them in
 the same order (default: the checkpoint file names). Every photo of the split is resized (short
 side image_size * 8/7), centre-cropped to --image-size and scored by --concurrency actors that
-load the checkpoint once. A photo that cannot be read is counted in n_errors, never fatal.
+load the checkpoint once, with bulk scoring's predictor (the same precision: what is measured
+is what jobs.score writes). A photo that cannot be read is counted in n_errors, never fatal.
 
 Metrics (apm.metrics): KLDIV, CDLoss (null for the mean-regression head), MSE of the mean score,
 Spearman rho, Pearson r, accuracy of high (mean >= 5) vs low; overall and per semantic category
@@ -40,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     p = _cli.parser("Evaluate APM checkpoints on a manifest split.", EPILOG)
     p.add_argument("--manifest", required=True, metavar="PATH|s3://...", help="prepare_ava's manifest")
     p.add_argument("--split", default="test", help="manifest split to evaluate (default test)")
-    p.add_argument("--model", required=True, action="append", metavar="CKPT",
-                   help="an APM checkpoint; repeat to compare models")
+    p.add_argument("--model", required=True, action="append", metavar="CKPT|random:ARCH",
+                   help="an APM checkpoint, or random:ARCH; repeat to compare models")
     p.add_argument("--variant", action="append", default=[], metavar="NAME",
                    help="a name per --model, in order (default: checkpoint file names)")
     p.add_argument("--truth", metavar="PATH|s3://...",
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int,
                    help="crop size (default: each checkpoint's training crop, else 224)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the models run")
+    _cli.add_precision_arg(p)
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
     p.add_argument("--concurrency", type=int,
                    help="predictor actors per model, each loading the checkpoint once "
@@ -62,13 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         config = EvaluationConfig(
             manifest=args.manifest, models=tuple(args.model), out=args.out,
             variants=tuple(args.variant), split=args.split, truth=args.truth,
-            image_size=args.image_size, device=args.device, batch_size=args.batch_size,
+            image_size=args.image_size, device=args.device, precision=args.precision,
+            batch_size=args.batch_size,
             concurrency=args.concurrency, limits=_cli.image_limits(args))
         for uri in [args.manifest, *([args.truth] if args.truth else [])]:
             storage.check_input(uri)
         storage.check_output(args.out)
-        for model in args.model:  # a bad checkpoint stops the job here with one line, before Ray
-            check_model_spec(model, allow_random=False)
+        # Each read once, here: a bad model stops the job with one line, before Ray.
+        config = replace(config, models=tuple(ModelSpec.resolve(m) for m in args.model))
     except (ValueError, storage.StorageError) as err:  # CheckpointError is a ValueError
         _cli.fail(str(err))
     init_ray(args.ray_address)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from apm import storage
 from apm.explain import (
@@ -14,17 +15,18 @@ from apm.explain import (
     Selection,
     run_explain,
 )
-from apm.models import check_model_spec, list_backbones
+from apm.models import ModelSpec, list_backbones
+from apm.precision import DEVICES
 from apm.runtime import init_ray
-from apm.teacher import DEVICES
 from jobs import _cli
 
 EPILOG = f"""\
-How: each photo is decoded and centre-cropped exactly as for scoring (--image-size). Projected
+How: each photo is decoded and centre-cropped exactly as for scoring (--image-size; default
+the crop the checkpoint was trained at, else 224) and scored by scoring's predictor. Projected
 gradient descent (--steps of --step-size, default 2.5 * budget / steps) changes the crop's
 pixels, in [0, 1], within a ball of radius --budget, keeping it a valid image, to lower or
-raise the model's predicted mean score (the model in eval mode, float32, gradients with
-respect to the pixels only). --norm l2 (default): the change's Euclidean length over the whole
+raise the model's predicted mean score (the model in eval mode, at --precision, gradients
+with respect to the pixels only). --norm l2 (default): the change's Euclidean length over the whole
 crop is at most B and each step follows the gradient, so the change gathers where the score is
 sensitive. --norm linf: every channel of every pixel changes by at most B (e.g. 8/255), with
 signed steps that move nearly every pixel by B, so its heatmap is nearly flat. --tv-weight adds
@@ -98,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="for --select random (default 0)")
     p.add_argument("--no-panels", action="store_true", help="write heatmaps only, no panels")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the model runs")
-    p.add_argument("--image-size", type=int, default=224,
-                   help="the crop the model was trained on (default 224)")
+    _cli.add_precision_arg(p)
+    p.add_argument("--image-size", type=int,
+                   help="crop size (default: the one the checkpoint was trained at, else 224)")
     p.add_argument("--batch-size", type=int, default=16, help="photos per batch (default 16)")
     p.add_argument("--concurrency", type=int,
                    help="actors (default: one per GPU with cuda, else one per CPU)")
@@ -115,11 +118,13 @@ def main(argv: list[str] | None = None) -> int:
                                 step_size=args.step_size, tv_weight=args.tv_weight),
             heatmap=HeatmapConfig(smooth=args.smooth, peak_threshold=args.peak_threshold),
             selection=Selection(sample=args.sample, select=args.select, seed=args.seed),
-            panels=not args.no_panels, device=args.device, image_size=args.image_size,
+            panels=not args.no_panels, device=args.device, precision=args.precision,
+            image_size=args.image_size,
             batch_size=args.batch_size, concurrency=args.concurrency,
             limits=_cli.image_limits(args), overwrite=args.overwrite)
         storage.check_input(args.input)
-        check_model_spec(args.model)  # a bad model stops the job here with one line, before Ray
+        # Read once, here: a bad model stops the job with one line, before Ray.
+        config = replace(config, model=ModelSpec.resolve(args.model))
         storage.check_output(args.out)
     except (ValueError, storage.StorageError) as err:  # CheckpointError is a ValueError
         _cli.fail(str(err))

@@ -1,13 +1,15 @@
 """python -m jobs.score: score a photo library -> OUT/scores/part-*.parquet (one row per object)."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 from apm import storage
 from apm.inference import IMAGE_SUFFIXES
 from apm.lease import DEFAULT_STALE_AFTER_S
-from apm.models import check_model_spec, list_backbones
+from apm.models import ModelSpec, list_backbones
+from apm.precision import DEVICES
 from apm.runtime import init_ray
 from apm.scoring import ScoreConfig, run_score
-from apm.teacher import DEVICES
 from jobs import _cli
 
 EPILOG = f"""\
@@ -38,10 +40,11 @@ the listing are kept, the rest is scored again, and the table still holds exactl
 object. --overwrite starts over. One run at a time per OUT (a lease, OUT/_lease.json). A log line
 every --progress-every seconds reports rows done, images/s and errors; a summary ends the run.
 
-On GPUs (--device cuda): one actor per GPU (bf16, channels-last), photos decoded by CPU tasks
-(--decode-concurrency caps them). On CPUs: one actor per CPU, each decoding its own photos.
-The pool is elastic: it starts with one actor and grows, while work is queued, onto every node
-the cluster has or the autoscaler adds, up to --max-actors (--concurrency N: a fixed pool).
+On GPUs (--device cuda): one actor per GPU (channels-last, a bf16 backbone unless --precision
+fp32), photos decoded by CPU tasks (--decode-concurrency caps them). On CPUs: one actor per
+CPU, each decoding its own photos. The pool is elastic: it starts with one actor and grows,
+while work is queued, onto every node the cluster has or the autoscaler adds, up to
+--max-actors (--concurrency N: a fixed pool).
 
 example:
   python -m jobs.score --input s3://photos/library/ --output s3://photos/scores \\
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", required=True, metavar="CKPT|random:ARCH",
                    help="APM checkpoint path / URI, or random:ARCH")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the model runs")
+    _cli.add_precision_arg(p)
     p.add_argument("--image-size", type=int,
                    help="crop size (default: the one the checkpoint was trained at, else 224)")
     p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
@@ -96,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = ScoreConfig(
             input=args.input, out=args.output, model=args.model, device=args.device,
-            image_size=args.image_size, batch_size=args.batch_size, concurrency=args.concurrency,
+            precision=args.precision, image_size=args.image_size, batch_size=args.batch_size,
+            concurrency=args.concurrency,
             max_actors=args.max_actors, decode_concurrency=args.decode_concurrency,
             rows_per_file=args.rows_per_file, rows_per_part=args.rows_per_part,
             listing_tasks=args.listing_tasks,
@@ -105,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             retry_errors=args.retry_errors, progress_every_s=args.progress_every,
             lease_timeout_s=args.lease_timeout)
         storage.check_input(args.input)
-        check_model_spec(args.model)  # a bad model stops the job here with one line, before Ray
+        # Read once, here: a bad model stops the job with one line, before Ray.
+        config = replace(config, model=ModelSpec.resolve(args.model))
         storage.check_output(args.output)
     except (ValueError, storage.StorageError) as err:  # CheckpointError is a ValueError
         _cli.fail(str(err))

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from apm import storage
 from apm.inference import IMAGE_SUFFIXES
+from apm.precision import DEVICES
 from apm.runtime import init_ray
-from apm.teacher import DEFAULT_TEACHER, DEVICES, create_teacher, list_teachers
+from apm.teacher import DEFAULT_TEACHER, create_teacher, list_teachers
 from apm.teacher_inference import TeacherJobConfig, run_teacher
 from jobs import _cli
 
@@ -13,6 +14,7 @@ Input: a manifest (a path ending in .parquet, e.g. prepare_ava's manifest.parque
 image_id columns are used, rows whose image_status is not ok become error rows), or a folder /
 prefix searched for these suffixes (image_id from numeric file names, as AVA's ID.jpg):
   {' '.join(IMAGE_SUFFIXES)}
+It is listed afresh into OUT/_listing, as jobs.score lists its input.
 Output: OUT/teacher.parquet, one Parquet file (schema in README.md), one row per photo: the
 1000-way softmax, the top 5 classes, status ok | error and the reason of an error. A photo that
 cannot be read or decoded never stops the job.
@@ -20,7 +22,8 @@ cannot be read or decoded never stops the job.
 Teachers: {', '.join(list_teachers())}.
 efficientnet_lite0 uses the ImageNet weights installed with the project; the ResNets need
 --teacher-weights (torchvision's ImageNet state dict). Photos are decoded on Ray, the teacher
-runs in --concurrency actors (one GPU each with --device cuda, in bfloat16).
+runs in --concurrency actors (one GPU each with --device cuda, the network in bfloat16 unless
+--precision fp32; the probabilities always in float32).
 
 example:
   python -m jobs.teacher_softmax --input work/ava/manifest.parquet --out work/teacher
@@ -41,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher-weights", metavar="PATH|s3://...",
                    help="the teacher's state dict (default: installed weights, if it has any)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the teacher runs")
+    _cli.add_precision_arg(p)
     p.add_argument("--batch-size", type=int, default=64, help="photos per batch (default 64)")
     p.add_argument("--image-size", type=int, metavar="PX",
                    help="crop side in pixels (default: the teacher's own, 224 of a 256 short "
@@ -55,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = TeacherJobConfig(input=args.input, out=args.out, teacher=args.teacher,
                                   weights=args.teacher_weights, device=args.device,
+                                  precision=args.precision,
                                   batch_size=args.batch_size, concurrency=args.concurrency,
                                   limits=_cli.image_limits(args), image_size=args.image_size)
         storage.check_input(args.input)

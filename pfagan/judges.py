@@ -2,9 +2,10 @@
 
 Samples and the real photos they are compared with go through the same path: an image at the
 GAN's resolution is resized and centre-cropped to the APM's crop exactly as scoring does
-(:func:`apm.preprocessing.image_transform`), then runs through the APM. The classifier is a
-multinomial logistic regression on the APM's pooled backbone features of real photos, so it
-needs no training of a network; it is stored as a small torch file that names its APM.
+(:func:`apm.preprocessing.image_transform`), then runs through scoring's predictor. The
+classifier is a multinomial logistic regression on the APM's pooled backbone features of real
+photos, so it needs no training of a network; it is stored as a small torch file that names
+its APM.
 """
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ import torch
 from scipy import linalg
 
 from apm import storage
-from apm.models import APM
+from apm.models import ModelSpec
 from apm.models.checkpoint import read_format
-from apm.preprocessing import crop_size, image_transform
+from apm.models.predictor import Predictor
 from apm.schemas import NUM_BINS
-from apm.scoring import load_scoring_model
 
 CLASSIFIER_FORMAT = "pfagan-category-classifier/1"
 
@@ -33,31 +33,28 @@ class Judged:
 
 
 class APMJudge:
-    """An APM loaded once, scoring uint8 (N, H, W, 3) images of any size in batches."""
+    """An APM loaded once (scoring's :class:`~apm.models.predictor.Predictor`), scoring uint8
+    (N, H, W, 3) images of any size in batches."""
 
-    def __init__(self, model: str, image_size: int | None = None, batch_size: int = 64) -> None:
-        self.model_uri = model
-        self.model: APM = load_scoring_model(model)
-        self.crop = crop_size(model, image_size)
-        self.transform = image_transform(self.model.config.backbone, self.crop)
+    def __init__(self, model: str | ModelSpec, image_size: int | None = None,
+                 batch_size: int = 64) -> None:
+        self.predictor = Predictor(model, image_size)
+        self.model_uri = self.predictor.spec.spec
+        self.crop = self.predictor.crop
+        self.transform = self.predictor.transform
         self.batch_size = batch_size
 
-    @torch.inference_mode()
     def __call__(self, images: np.ndarray) -> Judged:
         features, dists, means = [], [], []
         for start in range(0, len(images), self.batch_size):
             crops = np.stack([self.transform.crop_image(im) for im in images[start:start + self.batch_size]])
-            x = self.transform.normalize(torch.from_numpy(crops))
-            f = self.model.backbone(x)
-            out = self.model.heads(f)
-            features.append(f.float().numpy())
-            means.append(out.mean.float().numpy())
-            dists.append(out.dist.float().numpy() if out.dist is not None
-                         else np.full((len(x), NUM_BINS), np.nan, np.float32))
-        dim = self.model.semantic_head.in_features
+            p = self.predictor.predict(crops, embedding=True)
+            features.append(p.embedding)
+            means.append(p.mean.astype(np.float32))
+            dists.append(p.dist)
         if not features:
-            return Judged(np.zeros((0, dim), np.float32), np.zeros((0, NUM_BINS), np.float32),
-                          np.zeros(0, np.float32))
+            return Judged(np.zeros((0, self.predictor.feature_dim), np.float32),
+                          np.zeros((0, NUM_BINS), np.float32), np.zeros(0, np.float32))
         return Judged(np.concatenate(features), np.concatenate(dists), np.concatenate(means))
 
 

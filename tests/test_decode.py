@@ -23,7 +23,8 @@ from apm.decode import (
     read_image_bytes,
     resize_short_side,
 )
-from apm.teacher import EFFICIENTNET_LITE_TRANSFORM, ImageTransform
+from apm.models.transforms import ImageTransform
+from apm.teacher import EFFICIENTNET_LITE_TRANSFORM
 
 #: Pillow's own limit as it ships, before anything raised it.
 PILLOW_DEFAULT_MAX_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)

@@ -20,7 +20,8 @@ from apm import storage
 from apm.inference import NO_ERROR
 from apm.listing import ListingConfig, build_listing
 from apm.schemas import SCORES_SCHEMA
-from apm.scoring import ScoreConfig, ScorePredictor, ShardWriter, load_scoring_model, run_score
+from apm.models import ModelSpec
+from apm.scoring import ScoreConfig, ScorePredictor, ShardWriter, run_score
 from jobs import score as score_job
 
 MODEL = "random:resnet18"
@@ -93,7 +94,7 @@ def test_predictor_scores_as_the_model_does():
     kinds = np.array([NO_ERROR] * 3 + ["permanent"], dtype=object)
     out = predictor({"row": np.arange(4), "error": errors, "error_kind": kinds, "crop": crops,
                      "width": np.zeros(4, np.int32), "height": np.zeros(4, np.int32)})
-    model = load_scoring_model(MODEL)
+    model = ModelSpec.resolve(MODEL).load()
     with torch.no_grad():
         x = predictor.transform.normalize(torch.from_numpy(crops[:3]))
         features = model.backbone(x)

@@ -22,7 +22,7 @@ from apm.inference import KIND_TRANSIENT, WORKER_DIED, predict_rows
 from apm.lease import OutputLease
 from apm.preprocessing import image_transform
 from apm.scoring import SHARD_KEY, ScoreConfig, ScorePredictor, run_score
-from apm.teacher import ImageTransform
+from apm.models.transforms import ImageTransform
 from jobs import score as score_job
 
 MODEL = "random:resnet18"

@@ -17,7 +17,8 @@ It is projected gradient descent (Madry et al. 2018) with signed steps: ``steps`
 clamp only ever shrinks a component towards 0, so it keeps the budget. The default step size is
 ``2.5 * budget / steps``, enough to reach the ball's surface from its centre. The model stays
 in eval mode (dropout off, batch-norm running statistics) and gradients are taken with respect
-to the input only, in float32. The result is the last iterate, scored once more.
+to the input only (the backbone under the scoring precision, the heads in float32). The result
+is the last iterate, scored once more.
 
 L2 is the default because its steps follow the gradient's size as well as its sign, so the
 change concentrates where the score is sensitive. Signed L∞ steps move almost every component
@@ -27,13 +28,17 @@ shows where the pixel range clamps it and where the gradient's sign keeps flippi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from apm.models import APM
-from apm.teacher import ImageTransform
+from apm.models import APM, APMOutput
+from apm.models.transforms import ImageTransform
+
+#: What an attack moves: an APM, or the scoring predictor (normalised batch -> outputs).
+Scorer = Callable[[Tensor], APMOutput]
 
 #: The sign of the score change each direction asks for.
 DIRECTIONS: dict[str, int] = {"lower": -1, "raise": 1}
@@ -79,7 +84,7 @@ class Attack:
     after: Tensor  # (N,) predicted mean score of the crops + delta
 
 
-def predicted_mean(model: APM, transform: ImageTransform, pixels: Tensor) -> Tensor:
+def predicted_mean(model: APM | Scorer, transform: ImageTransform, pixels: Tensor) -> Tensor:
     """The model's mean score of float (N, H, W, 3) crops in [0, 1], differentiable."""
     return model(transform.normalize(pixels * 255)).mean
 
@@ -113,7 +118,7 @@ def _project(delta: Tensor, pixels: Tensor, config: AttackConfig) -> Tensor:
     return torch.clamp(delta, min=-pixels, max=1 - pixels)  # never grows a component
 
 
-def attack(model: APM, transform: ImageTransform, crops: Tensor, config: AttackConfig,
+def attack(model: APM | Scorer, transform: ImageTransform, crops: Tensor, config: AttackConfig,
            direction: str) -> Attack:
     """Perturb uint8 (N, H, W, 3) ``crops`` (on the model's device) to move their score.
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 
 from apm import storage
+from apm.batch_stage import Tally, check_batch_options
 from apm.decode import DEFAULT_LIMITS, ImageLimits
 from apm.explain.attack import DIRECTIONS, AttackConfig
 from apm.explain.heatmap import HeatmapConfig
@@ -31,19 +31,15 @@ from apm.explain.predictor import (
 )
 from apm.explain.source import Selection, select_inputs
 from apm.inference import STATUS_ERROR, STATUS_OK, default_concurrency, predict_rows
-from apm.models import check_model_spec
+from apm.models import ModelSpec
 from apm.preprocessing import image_transform
 from apm.schemas import EXPLANATIONS_SCHEMA
-from apm.scoring import model_id
-from apm.teacher import DEVICES
 
 log = logging.getLogger(__name__)
 
 TABLE_FILE = "explanations.parquet"
 #: ``--direction both`` explains each photo twice, in this order.
 BOTH = "both"
-#: The commonest error reasons the summary names; it counts the rest.
-ERROR_KINDS_SHOWN = 10
 
 
 @dataclass(frozen=True)
@@ -52,14 +48,15 @@ class ExplainConfig:
 
     input: str  # folder / s3:// prefix / manifest .parquet, or the output folder of jobs.score
     out: str
-    model: str  # checkpoint path / URI, or random:ARCH
+    model: str | ModelSpec  # checkpoint path / URI, or random:ARCH (resolved: read once)
     attack: AttackConfig
     direction: str = BOTH  # lower | raise | both
     heatmap: HeatmapConfig = field(default_factory=HeatmapConfig)
     selection: Selection = field(default_factory=Selection)
     panels: bool = True
     device: str = "cpu"
-    image_size: int = 224  # the crop the model was trained on
+    precision: str | None = None  # fp32 | bf16; default: the device's (apm.precision)
+    image_size: int | None = None  # default: the checkpoint's training crop, else 224
     batch_size: int = 16
     concurrency: int | None = None  # actors; default one per GPU / CPU of the cluster
     limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
@@ -69,14 +66,8 @@ class ExplainConfig:
         if self.direction not in (*DIRECTIONS, BOTH):
             raise ValueError(f"--direction: unknown direction {self.direction!r}; choose one of "
                              f"{', '.join((*DIRECTIONS, BOTH))}")
-        if self.device not in DEVICES:
-            raise ValueError(f"--device: unknown device {self.device!r}; choose one of "
-                             f"{', '.join(DEVICES)}")
-        for option, value in (("--image-size", self.image_size), ("--batch-size", self.batch_size)):
-            if value < 1:
-                raise ValueError(f"{option} must be at least 1, got {value}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise ValueError(f"--concurrency must be at least 1, got {self.concurrency}")
+        check_batch_options(self.device, self.batch_size, self.concurrency, self.precision,
+                            self.image_size)
 
     @property
     def directions(self) -> tuple[str, ...]:
@@ -87,14 +78,11 @@ class ExplainConfig:
 
 
 @dataclass
-class ExplainSummary:
+class ExplainSummary(Tally):  # rows: one per photo and direction
     out: str
     model_id: str
     input_lines: list[str]
     images: int = 0
-    rows: int = 0
-    ok: int = 0
-    errors: Counter = field(default_factory=Counter)  # reason -> rows
     changes: dict[str, list[float]] = field(default_factory=dict)  # direction -> score deltas
     seconds: float = 0.0
 
@@ -110,11 +98,7 @@ class ExplainSummary:
                 out.append(f"  {direction}: score change median {np.median(d):+.3f}, mean "
                            f"{d.mean():+.3f}, min {d.min():+.3f}, max {d.max():+.3f}; "
                            f"{100 * moved:.0f}% moved the asked way")
-        kinds = self.errors.most_common()
-        out += [f"  error x{n}: {reason}" for reason, n in kinds[:ERROR_KINDS_SHOWN]]
-        if kinds[ERROR_KINDS_SHOWN:]:
-            out.append(f"  ... {sum(n for _, n in kinds[ERROR_KINDS_SHOWN:])} rows with "
-                       f"{len(kinds) - ERROR_KINDS_SHOWN} other reasons")
+        out += self.error_lines()
         out.append(f"output: {storage.join(self.out, TABLE_FILE)} ({self.rows} rows), PNGs in "
                    f"{storage.join(self.out, HEATMAPS_FOLDER)} and "
                    f"{storage.join(self.out, PANELS_FOLDER)}")
@@ -169,16 +153,6 @@ def row_order(rows: np.ndarray, directions: int) -> np.ndarray:
     return np.concatenate([rows.astype(np.int64) * directions + j for j in range(directions)])
 
 
-def _known_failures(rows: np.ndarray, errors: list[str], directions: int) -> dict[str, np.ndarray]:
-    """A result batch for rows known to be bad before any reading."""
-    n = len(rows)
-    return {"row": rows, "error": np.array(errors, dtype=object),
-            "score_before": np.full(n, np.nan, np.float32),
-            "score_after": np.full((n, directions), np.nan, np.float32),
-            "perturbation_norm": np.full((n, directions), np.nan, np.float32),
-            "bbox": np.full((n, directions, 4), NO_BOX, np.int32)}
-
-
 def _prepare_out(config: ExplainConfig) -> None:
     table = config.uri(TABLE_FILE)
     if storage.exists(table) and not config.overwrite:
@@ -189,10 +163,7 @@ def _prepare_out(config: ExplainConfig) -> None:
 
 
 def _record(summary: ExplainSummary, table: pa.Table) -> None:
-    summary.rows += table.num_rows
-    statuses = table.column("status").to_pylist()
-    summary.ok += statuses.count(STATUS_OK)
-    summary.errors.update(e for e in table.column("error").to_pylist() if e is not None)
+    summary.record(table.column("error").to_pylist())
     for direction, delta in zip(table.column("direction").to_pylist(),
                                 table.column("delta").to_pylist()):
         if delta is not None:
@@ -202,8 +173,9 @@ def _record(summary: ExplainSummary, table: pa.Table) -> None:
 def run_explain(config: ExplainConfig) -> ExplainSummary:
     """Explain the chosen photos of ``config.input`` into ``config.out``; Ray must be up."""
     start = time.perf_counter()
-    architecture = check_model_spec(config.model)  # a bad checkpoint fails here, in one line
-    identity = model_id(config.model)
+    spec = ModelSpec.resolve(config.model)  # read once; a bad checkpoint fails here, in one line
+    config = replace(config, model=spec, image_size=spec.crop(config.image_size))
+    identity = spec.id
     _prepare_out(config)
     inputs = select_inputs(config.input, config.uri(), config.selection)
     table = inputs.table
@@ -219,17 +191,13 @@ def run_explain(config: ExplainConfig) -> ExplainSummary:
         _record(summary, pieces[-1])
         log.info("explained %d/%d photos", summary.rows // directions, table.num_rows)
 
-    known = np.array(table.column("error").to_pylist(), dtype=object)
-    rows = np.arange(table.num_rows)
-    bad = rows[known != None]  # noqa: E711 - elementwise on an object array
-    if len(bad):
-        add(_known_failures(bad, list(known[bad]), directions))
+    # Rows known to be bad (a manifest's image_status) come back as error rows unread.
     batches = predict_rows(
-        table, rows[known == None],  # noqa: E711
-        image_transform(architecture.backbone, config.image_size), ExplainPredictor,
-        {"model": config.model, "image_size": config.image_size, "attack_config": config.attack,
-         "heatmap": config.heatmap, "directions": config.directions, "out": summary.out,
-         "panels": config.panels},
+        table, np.arange(table.num_rows),
+        image_transform(spec.architecture.backbone, config.image_size), ExplainPredictor,
+        {"model": spec, "image_size": config.image_size, "precision": config.precision,
+         "attack_config": config.attack, "heatmap": config.heatmap,
+         "directions": config.directions, "out": summary.out, "panels": config.panels},
         batch_size=config.batch_size, device=config.device, limits=config.limits,
         concurrency=config.concurrency or default_concurrency(config.device))
     for batch in batches:

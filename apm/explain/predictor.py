@@ -1,8 +1,8 @@
 """The Ray Data actor that explains batches of decoded crops and writes their PNGs.
 
-Each actor loads the model once (eval mode, parameters frozen) and, for every good crop of a
-batch and every direction asked for, runs :func:`apm.explain.attack.attack`, computes the
-heatmap and its peak region and writes ``OUT/heatmaps/ROW-DIRECTION.png`` and (unless panels
+Each actor builds the model once (scoring's predictor: eval mode, parameters frozen) and, for
+every good crop of a batch and every direction asked for, runs
+:func:`apm.explain.attack.attack`, computes the heatmap and its peak region and writes ``OUT/heatmaps/ROW-DIRECTION.png`` and (unless panels
 are off) ``OUT/panels/ROW-DIRECTION.png``, where ROW is the photo's position in the job's input
 table. The PNGs are written where the work is done, so no image travels back to the driver;
 only numbers do. A photo whose PNG cannot be written keeps its row with the reason in ``error``.
@@ -13,12 +13,13 @@ import numpy as np
 import torch
 
 from apm import storage
+from apm.batch_stage import BatchStage
 from apm.explain.attack import AttackConfig, attack, perturbation_norm
 from apm.explain.heatmap import Box, HeatmapConfig, change_heatmap, peak_bbox
 from apm.explain.panels import heatmap_png, panel_png, to_uint8
 from apm.inference import NO_ERROR
-from apm.preprocessing import image_transform
-from apm.scoring import load_scoring_model
+from apm.models import ModelSpec
+from apm.models.predictor import Predictor
 
 HEATMAPS_FOLDER, PANELS_FOLDER = "heatmaps", "panels"
 
@@ -31,36 +32,40 @@ def artefact_uri(out: str, folder: str, row: int, direction: str) -> str:
     return storage.join(out, folder, f"{row:06d}-{direction}.png")
 
 
-class ExplainPredictor:
+class ExplainPredictor(BatchStage):
     """Ray Data callable class: per batch, ``row``, ``error``, ``score_before`` (N,) and, per
     direction of ``directions`` (in that order), ``score_after``, ``perturbation_norm`` (N, D)
-    and ``bbox`` (N, D, 4; ``NO_BOX`` where there is none). NaN scores on error rows."""
+    and ``bbox`` (N, D, 4; ``NO_BOX`` where there is none). NaN scores on error rows.
 
-    def __init__(self, model: str, image_size: int, attack_config: AttackConfig,
-                 heatmap: HeatmapConfig, directions: tuple[str, ...], out: str, panels: bool,
-                 device: str, storage_env: dict[str, str]) -> None:
-        storage.apply_env(storage_env)  # the checkpoint and OUT may be on S3
-        self.device = torch.device(device)
-        self.model = load_scoring_model(model).to(self.device).requires_grad_(False)
-        self.transform = image_transform(self.model.config.backbone, image_size)
+    The attack moves the scores of scoring's own predictor (batch norm folded, the same
+    precision; parameters frozen)."""
+
+    def __init__(self, model: str | ModelSpec, image_size: int | None,
+                 attack_config: AttackConfig, heatmap: HeatmapConfig,
+                 directions: tuple[str, ...], out: str, panels: bool, device: str,
+                 storage_env: dict[str, str], precision: str | None = None) -> None:
+        super().__init__(device, storage_env)  # the checkpoint and OUT may be on S3
+        self.predictor = Predictor(model, image_size, device, precision)
         self.attack_config, self.heatmap, self.directions = attack_config, heatmap, directions
         self.out, self.panels = out, panels
-        self.sigma = heatmap.smooth * image_size
+        self.sigma = heatmap.smooth * self.predictor.crop
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = batch["error"] == NO_ERROR
-        n, d = len(ok), len(self.directions)
-        out = {"row": batch["row"], "error": np.array(batch["error"], dtype=object),
-               "score_before": np.full(n, np.nan, np.float32),
-               "score_after": np.full((n, d), np.nan, np.float32),
-               "perturbation_norm": np.full((n, d), np.nan, np.float32),
-               "bbox": np.full((n, d, 4), NO_BOX, np.int32)}
-        if not ok.any():
-            return out
+    def empty(self, n: int) -> dict[str, np.ndarray]:
+        d = len(self.directions)
+        return {"score_before": np.full(n, np.nan, np.float32),
+                "score_after": np.full((n, d), np.nan, np.float32),
+                "perturbation_norm": np.full((n, d), np.nan, np.float32),
+                "bbox": np.full((n, d, 4), NO_BOX, np.int32)}
+
+    def process(self, batch: dict[str, np.ndarray], ok: np.ndarray,
+                out: dict[str, np.ndarray]) -> None:
+        out["error"] = np.array(out["error"], dtype=object)  # a failed write sets its row's
         index = np.flatnonzero(ok)
-        crops = torch.from_numpy(np.ascontiguousarray(batch["crop"][ok])).to(self.device)
+        crops = torch.from_numpy(np.ascontiguousarray(batch["crop"][ok])).to(
+            self.predictor.device)
         for j, direction in enumerate(self.directions):
-            result = attack(self.model, self.transform, crops, self.attack_config, direction)
+            result = attack(self.predictor, self.predictor.transform, crops, self.attack_config,
+                            direction)
             heat = change_heatmap(result.delta, self.sigma).cpu().numpy()
             modified = to_uint8((crops.float() / 255 + result.delta).cpu().numpy())
             out["score_before"][index] = result.before.cpu().numpy()
@@ -82,7 +87,6 @@ class ExplainPredictor:
         out["score_after"][failed] = np.nan
         out["perturbation_norm"][failed] = np.nan
         out["bbox"][failed] = NO_BOX
-        return out
 
     def _write(self, row: int, direction: str, original: np.ndarray, modified: np.ndarray,
                heat: np.ndarray, box: Box | None, before: float, after: float) -> None:

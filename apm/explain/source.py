@@ -23,11 +23,10 @@ import pyarrow.compute as pc
 from apm import storage
 from apm.clustering.source import SCORES_FOLDER, require_columns, scores_files
 from apm.inference import STATUS_OK
-from apm.listing import ListingConfig, build_listing
+from apm.listing import LISTING_FOLDER, ListingConfig, fresh_listing
 
 SELECTIONS = ("first", "random", "lowest", "highest")
 BY_SCORE = ("lowest", "highest")  # the selections that need a scores input
-LISTING_FOLDER = "_listing"
 SCORES_COLUMNS = ("uri", "image_id", "status", "mean")
 
 
@@ -91,10 +90,7 @@ def _from_scores(uri: str, selection: Selection) -> Inputs:
 
 
 def _from_listing(uri: str, out: str, selection: Selection) -> Inputs:
-    folder = storage.join(out, LISTING_FOLDER)
-    if storage.exists(folder):
-        storage.remove(folder, recursive=True)
-    listing = build_listing(ListingConfig(uri, folder))
+    listing = fresh_listing(ListingConfig(uri, storage.join(out, LISTING_FOLDER)))
     table = listing.read(["uri", "image_id", "error"])
     rows = pick(table.num_rows, selection)
     return Inputs(table=table.take(pa.array(rows, pa.int64())),

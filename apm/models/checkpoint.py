@@ -19,7 +19,6 @@ from torch import Tensor
 
 from apm import storage
 from apm.models.apm import APM, APMConfig
-from apm.models.backbones import list_backbones
 from apm.models.weights import WeightsMismatchError, load_exact
 
 #: Written into every checkpoint; a reader rejects anything else rather than guess.
@@ -83,20 +82,26 @@ def _not_torch_reason(data: bytes, err: Exception) -> str:
     return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
 
 
-def read_torch(source: str | bytes, kind: str, error: type[ValueError] = CheckpointError):
+def read_source(source: str | bytes, error: type[ValueError] = CheckpointError) -> bytes:
+    """The bytes of a file (a URI, or bytes as they are); ``error`` in one line naming it."""
+    if isinstance(source, bytes):
+        return source
+    try:
+        return storage.read_bytes(source)
+    except Exception as err:  # noqa: BLE001 - every storage failure becomes one clear line
+        raise error(_unreadable(source, err)) from err
+
+
+def read_torch(source: str | bytes, kind: str, error: type[ValueError] = CheckpointError,
+               what: str | None = None):
     """What a torch file (a URI or its bytes) holds, read with ``weights_only=True``.
 
     A missing, unreachable, foreign or damaged file raises ``error`` in one line naming the
-    source and ``kind`` ("an APM checkpoint", "ImageNet weights", ...).
+    source (or ``what``: the URI that bytes were read from) and ``kind`` ("an APM checkpoint",
+    "ImageNet weights", ...).
     """
-    what = describe_source(source)
-    if isinstance(source, bytes):
-        data = source
-    else:
-        try:
-            data = storage.read_bytes(source)
-        except Exception as err:  # noqa: BLE001 - every storage failure becomes one clear line
-            raise error(_unreadable(source, err)) from err
+    what = what or describe_source(source)
+    data = read_source(source, error)
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for foreign or damaged files
@@ -104,33 +109,41 @@ def read_torch(source: str | bytes, kind: str, error: type[ValueError] = Checkpo
 
 
 def read_format(source: str | bytes, expected: str, kind: str,
-                error: type[ValueError] = CheckpointError) -> dict:
+                error: type[ValueError] = CheckpointError, what: str | None = None) -> dict:
     """The payload of a torch file written with ``"format": expected`` (a URI or its bytes).
 
     Files hold only tensors, strings and numbers (``weights_only=True``); a missing, foreign,
-    damaged or other-format file raises ``error`` naming the source and ``kind``.
+    damaged or other-format file raises ``error`` naming the source (or ``what``) and ``kind``.
     """
-    payload = read_torch(source, kind, error)
+    what = what or describe_source(source)
+    payload = read_torch(source, kind, error, what)
     if not isinstance(payload, dict) or payload.get("format") != expected:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        raise error(f"{describe_source(source)}: not {kind} (format {found!r}, expected {expected!r})")
+        raise error(f"{what}: not {kind} (format {found!r}, expected {expected!r})")
     return payload
 
 
-def _payload(source: str | bytes) -> dict:
-    return read_format(source, CHECKPOINT_FORMAT, "an APM checkpoint")
+def _payload(source: str | bytes, what: str | None = None) -> dict:
+    return read_format(source, CHECKPOINT_FORMAT, "an APM checkpoint", what=what)
 
 
-def read_checkpoint(source: str | bytes) -> tuple[APMConfig, dict[str, Tensor]]:
-    """The stored config and state dict of a checkpoint (a URI or its bytes)."""
-    what = describe_source(source)
-    payload = _payload(source)
+def checkpoint_payload(source: str | bytes, what: str | None = None
+                       ) -> tuple[APMConfig, dict[str, Tensor], int | None]:
+    """The stored config, state dict and training crop (None: not recorded) of a checkpoint
+    (a URI or its bytes; ``what`` names bytes in errors)."""
+    what = what or describe_source(source)
+    payload = _payload(source, what)
     known = {f.name for f in fields(APMConfig)}
     stored = payload["config"]
     if not stored.keys() <= known:
         raise CheckpointError(f"{what}: config fields this version does not know: "
                               f"{sorted(stored.keys() - known)}")
-    return APMConfig(**stored), payload["state_dict"]
+    return APMConfig(**stored), payload["state_dict"], payload.get("image_size")
+
+
+def read_checkpoint(source: str | bytes) -> tuple[APMConfig, dict[str, Tensor]]:
+    """The stored config and state dict of a checkpoint (a URI or its bytes)."""
+    return checkpoint_payload(source)[:2]
 
 
 #: Model specs ``random:ARCH`` name a randomly initialised model rather than a checkpoint.
@@ -152,7 +165,7 @@ def check_architecture(stored: APMConfig, requested: APMConfig, what: str) -> No
                               f"but backbone {requested.describe()} was requested")
 
 
-def _load_weights(model: APM, state_dict: dict[str, Tensor], what: str) -> None:
+def load_weights(model: APM, state_dict: dict[str, Tensor], what: str) -> None:
     try:
         load_exact(model, state_dict, what, f"APM {model.config.describe()}")
     except WeightsMismatchError as err:
@@ -164,43 +177,22 @@ def load_state(model: APM, source: str | bytes) -> APM:
     what = describe_source(source)
     stored, state_dict = read_checkpoint(source)
     check_architecture(stored, model.config, what)
-    _load_weights(model, state_dict, what)
+    load_weights(model, state_dict, what)
     return model
 
 
-def load_checkpoint(source: str | bytes, expected: APMConfig | None = None) -> APM:
+def load_checkpoint(source: str | bytes, expected: APMConfig | None = None,
+                    what: str | None = None) -> APM:
     """The APM stored in a checkpoint (in training mode, like any new module).
 
     With ``expected``, the checkpoint must hold that architecture (CheckpointError naming both
     otherwise) and the model gets ``expected``'s dropout; without, the stored config is used.
+    ``what`` names bytes read from a URI in errors.
     """
-    what = describe_source(source)
-    stored, state_dict = read_checkpoint(source)
+    what = what or describe_source(source)
+    stored, state_dict, _ = checkpoint_payload(source, what)
     if expected is not None:
         check_architecture(stored, expected, what)
     model = APM(expected or stored)
-    _load_weights(model, state_dict, what)
+    load_weights(model, state_dict, what)
     return model
-
-
-def check_model_spec(spec: str, allow_random: bool = True) -> APMConfig:
-    """The architecture of a job's model option, checked before any work starts.
-
-    ``spec`` is ``random:ARCH`` (when ``allow_random``; otherwise it is read as a path) or an
-    APM checkpoint's path or ``s3://`` URI, which is read whole and its weights loaded, so a
-    missing or unreachable file, a foreign, truncated or damaged one, or weights that do not fit
-    their architecture raise CheckpointError in one line naming ``spec``.
-    """
-    if allow_random and spec.startswith(RANDOM_PREFIX):
-        backbone = spec[len(RANDOM_PREFIX):]
-        if backbone not in list_backbones():
-            raise CheckpointError(f"{spec}: unknown architecture {backbone!r}; choose one of "
-                                  f"{', '.join(list_backbones())}")
-        return APMConfig(backbone=backbone)
-    try:
-        # The preflight's short retries: a dead endpoint answers in seconds, not after the
-        # bulk reads' backoff.
-        storage.check_input(spec)
-    except storage.StorageError as err:
-        raise CheckpointError(str(err)) from err
-    return load_checkpoint(spec).config
