@@ -40,6 +40,7 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=2.0, help="distillation temperature")
     _cli.add_image_limit_args(p)
     _cli.add_ray_train_args(p)
+    _cli.add_precision_arg(p)
     return p
 
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace, task: str) -> int:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             image_size=args.image_size, num_workers=args.num_workers,
             cpus_per_worker=args.cpus_per_worker,
-            use_gpu=args.device == "cuda")
+            use_gpu=args.device == "cuda", precision=args.precision)
         storage.check_input(args.manifest)
         if args.teacher:
             storage.check_input(args.teacher)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from apm import storage
 from apm.models import check_model_spec
+from apm.runtime import init_ray
 from jobs import _cli
 from pfagan.generation import GenerateConfig, run_generate
 from pfagan.sampling import DEFAULT_STD, histogram_for_mean, parse_histogram
@@ -57,7 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classifier", metavar="PATH|s3://...", help="category classifier file")
     p.add_argument("--seed", type=int, default=0, help="first noise seed (default 0)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: the generator runs in a Ray task holding one GPU, on a node that "
+                        "has one (this process needs none); cpu: here (default)")
+    _cli.add_ray_args(p)
     args = p.parse_args(argv)
     _cli.setup(args)
     try:
@@ -74,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             storage.check_input(uri)
         if args.apm:  # a bad model stops here in one line, not after the samples are drawn
             check_model_spec(args.apm)
+        if args.device == "cuda":
+            init_ray(args.ray_address)
         summary = run_generate(config)
     except (ValueError, storage.StorageError) as err:  # incl. GeneratorCheckpointError
         _cli.fail(str(err))

@@ -19,12 +19,12 @@ from PIL import Image
 
 from apm import storage
 from apm.schemas import NUM_BINS, SAMPLES_SCHEMA
-from apm.scoring import model_id
+from apm.models.spec import model_id
 from pfagan.checkpoint import load_generator
 from pfagan.evaluation import spearman
 from pfagan.grids import sample_grid
 from pfagan.judges import APMJudge, CategoryClassifier
-from pfagan.sampling import grid_conditions, histogram_mean, sample
+from pfagan.sampling import grid_conditions, histogram_mean, sample_on_device
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class GenerateConfig:
     classifier: str | None = None  # category classifier file (pfagan.judges) that labels them
     seed: int = 0
     batch_size: int = 64
-    device: str = "cpu"
+    device: str = "cpu"  # cuda: the generator runs in a Ray task on a GPU node, not here
     grid_samples: int = 4  # samples per grid cell
 
     def __post_init__(self) -> None:
@@ -114,7 +114,7 @@ def run_generate(config: GenerateConfig) -> GenerateSummary:
                          f"{stored.categories}")
     hists = np.asarray(config.histograms, np.float64)
     conditions = grid_conditions(ids, hists, config.n, config.seed)
-    images = sample(stored, conditions, config.batch_size, config.device)
+    images = sample_on_device(stored, conditions, config.batch_size, config.device)
     log.info("drew %d samples at %d px", len(images), stored.config.resolution)
 
     n = len(images)

@@ -3,17 +3,24 @@
 A condition is a category and a normalised 10-bin score histogram. Users often think in mean
 scores rather than histograms: :func:`histogram_for_mean` turns a mean into the binned Gaussian
 histogram (the Gaussian of :mod:`apm.distributions`) whose mean is exactly that score.
+
+On GPUs the drawing runs in a Ray task that holds a GPU (:func:`sample_on_device`): under
+``ray job submit`` the driver runs on the head, which has none.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+import ray
 import torch
 
 from apm.distributions import SCORES, gaussian_pmf
 from apm.schemas import NUM_BINS
 from pfagan.checkpoint import StoredGenerator
+
+log = logging.getLogger(__name__)
 
 #: Spread of the histogram made from a mean: about the median std of AVA's vote histograms.
 DEFAULT_STD = 1.45
@@ -96,3 +103,26 @@ def sample(stored: StoredGenerator, conditions: Conditions, batch_size: int = 64
         out.append(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
                    .permute(0, 2, 3, 1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+@ray.remote
+def _sample_task(stored: StoredGenerator, conditions: Conditions, batch_size: int,
+                 device: str) -> tuple[np.ndarray, str]:
+    """:func:`sample` in a Ray worker, and the node it ran on (for the log)."""
+    return sample(stored, conditions, batch_size, device), ray.get_runtime_context().get_node_id()
+
+
+def sampling_task(device: str):
+    """The Ray task that draws samples on a node with ``device``: it holds one GPU for cuda."""
+    return _sample_task.options(num_gpus=1 if device == "cuda" else 0)
+
+
+def sample_on_device(stored: StoredGenerator, conditions: Conditions, batch_size: int = 64,
+                     device: str = "cpu") -> np.ndarray:
+    """:func:`sample` where ``device`` is: in this process on CPU; for cuda in a Ray task on a
+    GPU node (joining the Ray of ``RAY_ADDRESS`` if none is up), so the driver needs no CUDA."""
+    if device != "cuda":
+        return sample(stored, conditions, batch_size, device)
+    images, node = ray.get(sampling_task(device).remote(stored, conditions, batch_size, device))
+    log.info("drew %d samples on the GPU of node %s", len(images), node)
+    return images

@@ -28,7 +28,6 @@ from apm import storage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_DIR = PROJECT_ROOT / "cluster"
-IMAGE = "rayproject/ray:2.60.0-py311-gpu"
 RAY_VERSION = "2.60.0"
 KUBERAY_MANIFESTS = ["raycluster.yaml", "rayjob-score.yaml", "rayjob-finetune.yaml"]
 # The local cluster's own S3 credentials, exported before `ray start` as a user would (moto
@@ -68,7 +67,6 @@ def test_ray_cluster_yaml_passes_ray_launcher_validation():
     raw = _launcher_config()
     config = _validated(raw)
     assert config["provider"]["type"] == "aws"
-    assert config["docker"]["image"] == IMAGE
     assert 1 <= raw["idle_timeout_minutes"] <= 30
 
     types = config["available_node_types"]
@@ -88,10 +86,7 @@ def test_ray_cluster_yaml_passes_ray_launcher_validation():
     assert cpu_type["resources"]["CPU"] >= 4 and cpu_type["min_workers"] == 0
     assert sum(t["max_workers"] for t in workers.values()) <= config["max_workers"]
 
-    # The code is mounted and installed on every node; Ray starts with token authentication.
-    code_dir = next(remote for remote, local in raw["file_mounts"].items() if local == ".")
-    assert any(cmd.startswith("pip install -e") and code_dir in cmd
-               for cmd in raw["setup_commands"])
+    # Every node gets the token; Ray starts with token authentication.
     assert "~/.ray/auth_token" in raw["file_mounts"]
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
         assert any("RAY_AUTH_MODE=token ray start" in cmd for cmd in config[key]), key
@@ -134,7 +129,6 @@ def _check_cluster_spec(spec: dict, where: str) -> dict:
     groups = {g["groupName"]: g for g in spec["workerGroupSpecs"]}
     for group in [head, *groups.values()]:
         for container in _containers(group):
-            assert container["image"] == IMAGE, where
             limits = container["resources"]["limits"]
             assert {"cpu", "memory"} <= set(limits), where
             assert container["resources"]["requests"] == limits, f"{where}: requests = limits"
@@ -216,9 +210,8 @@ def test_kuberay_rayjobs_run_real_jobs_with_valid_arguments(monkeypatch):
         assert runtime_env["working_dir"], name
         RuntimeEnv(**runtime_env)  # Ray's own validation of the fields
         assert not set(runtime_env.get("env_vars", {})) & set(storage.AWS_SECRET_VARS), name
-        requirement_files = [p.split("}/", 1)[1] for p in runtime_env.get("pip", [])
-                             if p.startswith("-r ${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/")]
-        assert all((PROJECT_ROOT / f).is_file() for f in requirement_files), requirement_files
+        # The image has the dependencies: no node installs torch when the job arrives.
+        assert not {"pip", "uv", "conda"} & set(runtime_env), name
     assert set(modules) == {"jobs.score", "jobs.finetune"}, modules
 
 
@@ -238,17 +231,106 @@ def _requirement_name(line: str) -> str:
     return re.split(r"[\s\[<>=!~;]", line.strip(), maxsplit=1)[0].lower()
 
 
-def test_cluster_requirements_follow_pyproject():
+def _project_pins() -> dict[str, str]:
+    """pyproject.toml's runtime dependencies by name, e.g. ``{"torch": "torch==2.14.1"}``."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         tomllib = pytest.importorskip("tomli")
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    expected = {_requirement_name(r): r.replace(" ", "") for r in project["dependencies"]
-                if _requirement_name(r) != "ray"}
-    lines = [line.strip() for line in (CLUSTER_DIR / "requirements.txt").read_text().splitlines()
+    return {_requirement_name(r): r.replace(" ", "") for r in project["dependencies"]}
+
+
+def _requirements_file(path: Path) -> dict[str, str]:
+    lines = [line.strip() for line in path.read_text().splitlines()
              if line.strip() and not line.startswith("#")]
-    assert {_requirement_name(r): r.replace(" ", "") for r in lines} == expected
+    return {_requirement_name(r): r.replace(" ", "") for r in lines}
+
+
+def test_cluster_requirements_follow_pyproject():
+    expected = {name: pin for name, pin in _project_pins().items() if name != "ray"}
+    assert _requirements_file(CLUSTER_DIR / "requirements.txt") == expected
+
+
+# --------------------------------------------------------------------------------------------
+# The cluster image: cluster/Dockerfile, named by every config, with exactly the project's pins
+
+
+def _dockerfile() -> str:
+    return (CLUSTER_DIR / "Dockerfile").read_text()
+
+
+def _pip_installs() -> list[list[str]]:
+    """The arguments of every `pip install` in the Dockerfile's RUN instructions."""
+    runs = [line[4:] for line in _dockerfile().replace("\\\n", " ").splitlines()
+            if line.startswith("RUN ")]
+    commands = [shlex.split(command) for run in runs for command in run.split("&&")]
+    return [[w for w in words[2:] if w != "--no-cache-dir"] for words in commands
+            if words[:2] == ["pip", "install"]]
+
+
+def test_cluster_image_installs_exactly_the_project_pins():
+    installed, project = {}, []
+    for args in _pip_installs():
+        if "-e" in args:  # the project itself, nothing more
+            project.append(args)
+            continue
+        words = iter(args)
+        for word in words:
+            if word == "-r":
+                installed.update(_requirements_file(PROJECT_ROOT / next(words)))
+            else:
+                assert not word.startswith("-"), f"unexpected pip option {word}"
+                installed[_requirement_name(word)] = word
+    assert installed == _project_pins()
+    assert project == [["--no-deps", "-e", "."]]
+    # The base image's Ray is the pinned one.
+    base = re.search(r"^FROM rayproject/ray:(\S+?)-", _dockerfile(), re.MULTILINE).group(1)
+    assert _project_pins()["ray"].endswith(f"=={base}")
+
+
+def _configured_images() -> dict[str, str]:
+    """Every container image a cluster config names, by where it is named."""
+    raw = _launcher_config()
+    images = {f"ray_cluster.yaml docker.{key}": raw["docker"][key]
+              for key in ("image", "head_image", "worker_image") if key in raw["docker"]}
+    images.update({f"ray_cluster.yaml {name}": t["docker"]["worker_image"]
+                   for name, t in raw["available_node_types"].items()
+                   if "worker_image" in t.get("docker", {})})
+    for name in KUBERAY_MANIFESTS:
+        (doc,) = _manifest(name)
+        spec = doc["spec"].get("rayClusterSpec", doc["spec"])
+        for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+            for container in _containers(group):
+                images[f"{name} {group.get('groupName', 'head')}"] = container["image"]
+    return images
+
+
+def test_every_cluster_config_runs_the_image_built_from_the_dockerfile():
+    built = re.search(r"docker build -f cluster/Dockerfile -t (\S+) \.", _dockerfile()).group(1)
+    images = _configured_images()
+    assert len(images) == 1 + 3 + 3 + 2, images  # every head and worker group of every file
+    assert set(images.values()) == {built}, images
+    assert "rayproject/ray" not in built
+    assert built in (CLUSTER_DIR / "README.md").read_text()
+
+
+def test_no_node_installs_packages_when_it_starts():
+    raw = _launcher_config()
+    commands = [cmd for key in ("initialization_commands", "setup_commands",
+                                "head_setup_commands", "worker_setup_commands")
+                for cmd in raw.get(key, [])]
+    commands += [cmd for t in raw["available_node_types"].values()
+                 for key in ("initialization_commands", "worker_setup_commands")
+                 for cmd in t.get(key, [])]
+    installs = [shlex.split(cmd) for cmd in commands if "pip" in cmd or "uv " in cmd]
+    # Only the autoscaler's AWS client, on the head.
+    assert installs == [["pip", "install", "boto3>=1.4.8"]], installs
+    assert not any(local == "." for local in raw["file_mounts"].values()), "code mounted to install"
+    # The GPU workers check that the image's torch sees their GPU (the driver is new enough).
+    (gpu_type,) = [t for t in raw["available_node_types"].values() if t["resources"].get("GPU")]
+    assert any("torch.cuda.is_available()" in cmd for cmd in gpu_type["worker_setup_commands"])
+    assert raw["docker"]["pull_before_run"] is True
 
 
 def test_local_cluster_scripts_are_valid_bash():

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -140,3 +144,52 @@ def test_frechet_distance():
     assert frechet_distance(a, b) == pytest.approx(1.0 + (a[:, 0].mean()) ** 2, rel=0.05)
     with pytest.raises(ValueError, match="at least two"):
         frechet_distance(a[:1], a)
+
+
+# A local two-node Ray in a process of its own (the suite's own Ray may be up in this one): a
+# head without GPUs, like every shipped cluster's, and a node that advertises one (fake) GPU.
+_ON_A_GPU_NODE = r"""
+import importlib, json, sys, threading
+import ray
+from ray.cluster_utils import Cluster
+
+# torch is imported while the nodes start (Ray starts them from the main thread only).
+importing = threading.Thread(target=importlib.import_module, args=("pfagan.sampling",))
+importing.start()
+small = {"object_store_memory": 100 * 1024 * 1024}
+cluster = Cluster(initialize_head=True, head_node_args={
+    "num_cpus": 1, "num_gpus": 0, "include_dashboard": False, "dashboard_agent_listen_port": None,
+    **small})
+gpu_node = cluster.add_node(num_cpus=1, num_gpus=1, resources={"gpu_node": 1}, **small)
+importing.join()
+import numpy as np
+from pfagan.checkpoint import load_generator
+from pfagan.sampling import grid_conditions, sample, sampling_task
+
+try:
+    ray.init(address=cluster.address, log_to_driver=False)
+    stored = load_generator(sys.argv[1])
+    conditions = grid_conditions([0, 2], np.full((2, 10), 0.1), 3)
+    # The task asks for the GPU as with --device cuda, but computes on CPU tensors (this
+    # machine's torch has no CUDA).
+    images, ran_on = ray.get(sampling_task("cuda").remote(stored, conditions, 4, "cpu"))
+    resources = {n["NodeID"]: n["Resources"] for n in ray.nodes()}
+    print(json.dumps({"head": cluster.head_node.node_id, "gpu_node": gpu_node.node_id,
+                      "ran_on": ran_on, "ran_on_resources": resources[ran_on],
+                      "same_as_here": bool(np.array_equal(images, sample(stored, conditions, 4))),
+                      "shape": list(images.shape)}))
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+"""
+
+
+@pytest.mark.timeout(120)
+def test_generation_for_cuda_runs_on_the_gpu_node_not_the_driver(checkpoint):
+    proc = subprocess.run([sys.executable, "-c", _ON_A_GPU_NODE, checkpoint], capture_output=True,
+                          text=True, timeout=110, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    placed = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert placed["ran_on"] == placed["gpu_node"] != placed["head"]
+    assert placed["ran_on_resources"].get("gpu_node") == 1 and placed["ran_on_resources"]["GPU"] == 1
+    assert placed["same_as_here"] and placed["shape"] == [2 * 2 * 3, 32, 32, 3]

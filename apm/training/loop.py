@@ -8,7 +8,6 @@ before its weights are reported (:mod:`apm.training.guard`).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import time
@@ -18,7 +17,8 @@ from pathlib import Path
 import torch
 
 from apm.losses import distillation_kl, get_loss
-from apm.models import APM, APMConfig, checkpoint_bytes, create_apm, input_normalisation
+from apm.models import APM, APMConfig, APMOutput, checkpoint_bytes, create_apm, input_normalisation
+from apm.precision import backbone_autocast, fp32, resolve_precision
 from apm.training.guard import LossGuard
 from apm.training.schedule import check_schedule, lr_factor
 
@@ -49,6 +49,9 @@ class TrainConfig:
     image_size: int = 224
     num_workers: int = 2
     use_gpu: bool = False
+    # apm.precision: 'bf16' runs the backbone under bfloat16 autocast, 'fp32' all in float32;
+    # None: bf16 on GPUs, fp32 on CPUs. Heads and losses are float32 either way.
+    precision: str | None = None
     # CPUs reserved per worker; leave some of the cluster to Ray Data's decoding, or the
     # pipeline that feeds the workers gets none and training waits forever.
     cpus_per_worker: float = 1.0
@@ -62,6 +65,7 @@ class TrainConfig:
             raise ValueError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         APMConfig(backbone=self.backbone, head=self.head)
         check_schedule(self.lr_schedule)
+        resolve_precision(self.precision, "cpu")  # an unknown precision: ValueError here
         if self.bn_momentum is not None and not 0 < self.bn_momentum <= 1:
             raise ValueError(f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
         if self.epochs < 1 or self.batch_size < 1 or self.num_workers < 1:
@@ -77,22 +81,38 @@ class TrainConfig:
         return self.task == "distill" or self.semantic_weight > 0
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on GPUs; float32 on CPUs (without AMX, bf16 is slower there)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast_for(device: torch.device, precision: str | None = None):
+    """The autocast a network's forward runs in at ``precision`` (default: bf16 on GPUs,
+    float32 on CPUs, where bf16 is slower without AMX); see :func:`backbone_autocast`."""
+    return backbone_autocast(device, precision)
+
+
+class MixedPrecisionAPM(torch.nn.Module):
+    """An APM's training forward under the precision policy (:mod:`apm.precision`): the
+    backbone under ``precision``'s autocast, the heads on its features in float32, so that
+    logits, softmaxes and losses never see bf16 (a bf16 softmax puts a few per cent into a
+    loss and its gradients)."""
+
+    def __init__(self, apm: APM, precision: str) -> None:
+        super().__init__()
+        self.apm, self.precision = apm, precision
+
+    def forward(self, images: torch.Tensor) -> APMOutput:
+        with autocast_for(images.device, self.precision):
+            features = self.apm.backbone(images)
+        return self.apm.heads(self.apm.dropout(fp32(features)))
 
 
 def _semantic_loss(cfg: TrainConfig, output, batch) -> torch.Tensor:
     # The stored teacher probabilities are at T = 1; as log-probabilities they act as logits,
     # so the temperature softens teacher and student alike.
-    teacher_logits = batch["teacher"].clamp_min(1e-8).log()
-    return distillation_kl(output.semantic_logits.float(), teacher_logits, cfg.temperature,
+    teacher_logits = fp32(batch["teacher"]).clamp_min(1e-8).log()
+    return distillation_kl(fp32(output.semantic_logits), teacher_logits, cfg.temperature,
                            teacher_is_logits=True)
 
 
-def _loss(cfg: TrainConfig, output, batch) -> torch.Tensor:
+def training_loss(cfg: TrainConfig, output: APMOutput, batch) -> torch.Tensor:
+    """The loss of a batch: the task's, plus the weighted semantic term when fine-tuning."""
     if cfg.task == "distill":
         return _semantic_loss(cfg, output, batch)
     loss = get_loss(cfg.loss).on_output(output, batch["target"])
@@ -152,7 +172,10 @@ def train_loop_per_worker(config: dict) -> None:
     core = initial_model(cfg)
     if device.type == "cuda":
         core = core.to(memory_format=torch.channels_last)
-    model = ray.train.torch.prepare_model(core)  # moves ``core`` to the device, wraps it in DDP
+        torch.backends.cudnn.benchmark = True  # one input size: cuDNN times its kernels once
+    precision = resolve_precision(cfg.precision, device)
+    # Moves ``core`` to the device, wraps it in DDP.
+    model = ray.train.torch.prepare_model(MixedPrecisionAPM(core, precision))
     trainable = [p for p in core.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # Restore after the move, so the optimiser state lands on the parameters' device.
@@ -167,16 +190,15 @@ def train_loop_per_worker(config: dict) -> None:
         # The loss sum stays on the device: reading it per step would sync the host with the GPU.
         started, total, images = time.perf_counter(), torch.zeros((), device=device), 0
         # drop_last: a last batch of one photo would break batch norm in training mode.
+        # Pinned host memory: the copy to the GPU overlaps the step before.
         for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device,
-                                              drop_last=True):
+                                              drop_last=True, pin_memory=device.type == "cuda"):
             x = (batch["image"].permute(0, 3, 1, 2).float() / 255.0 - mean) / std
             # The batch arrives channels-last (HWC); DDP's gradient buckets expect the layout
             # of the model's parameters: channels-last on GPUs, contiguous on CPUs.
             x = x.contiguous(memory_format=torch.channels_last if device.type == "cuda"
                              else torch.contiguous_format)
-            with autocast_for(device):
-                output = model(x)
-            loss = _loss(cfg, output, batch)
+            loss = training_loss(cfg, model(x), batch)
             guard.observe(loss, epoch, step + 1)  # before the step on CPUs; see LossGuard
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
