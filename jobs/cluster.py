@@ -23,8 +23,9 @@ Each vector is L2-normalised unless --no-normalize.
 
 k-means runs on Ray Data: the features stay in the object store, each pass assigns rows to
 the nearest centroid in tasks, and the driver only adds up per-batch sums and counts. It is
-seeded by k-means++ on a random sample of --init-sample photos (the rows with the smallest
-hash of --seed and the photo), then runs Lloyd iterations until no centroid moves more than
+seeded on a random sample of --init-sample photos (the rows with the smallest hash of --seed
+and the photo): --restarts k-means++ seedings, each refined by Lloyd on the sample, the one of
+least inertia kept; then Lloyd iterations over all photos until no centroid moves more than
 --tol, or --max-iter. An empty cluster restarts at the photo farthest from its centroid.
 The same inputs and --seed give the same clusters (the partial sums are added in float64, in
 the order batches finish, so only exact ties could fall differently).
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--init-sample", type=int, default=10_000,
                    help="photos k-means++ seeds from (default 10000)")
+    p.add_argument("--restarts", type=int, default=10,
+                   help="k-means++ seedings tried on the sample, the best kept (default 10)")
     p.add_argument("--batch-size", type=int, default=4096, help="rows per Ray Data batch (default 4096)")
     p.add_argument("--sheet-size", type=int, default=16,
                    help="photos per contact sheet, 0 for none (default 16)")
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         config = ClusterConfig(
             scores=args.scores, out=args.out, truth=args.truth,
             kmeans=KMeansConfig(k=args.k, max_iter=args.max_iter, tol=args.tol, seed=args.seed,
-                                init_sample=args.init_sample),
+                                init_sample=args.init_sample, restarts=args.restarts),
             features=FeatureSpec(kind=args.features, normalize=args.normalize),
             batch_size=args.batch_size, sheet_size=args.sheet_size, thumb_size=args.thumb_size,
             limits=_cli.image_limits(args))

@@ -144,6 +144,8 @@ def train_loop_per_worker(config: dict) -> None:
     categories = config["categories"]
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
     nets = _build(cfg)
     # Restore after the move, so the optimiser state lands on the parameters' device.
     start_epoch, step, g_step, history = _restore(nets, categories)
@@ -156,7 +158,8 @@ def train_loop_per_worker(config: dict) -> None:
         started, images = time.perf_counter(), 0
         d_losses, g_losses, d_real, d_fake = [], [], [], []
         # drop_last: batch norm in training mode needs more than one photo per batch.
-        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device, drop_last=True):
+        for batch in shard.iter_torch_batches(batch_size=cfg.batch_size, device=device, drop_last=True,
+                                             pin_memory=device.type == "cuda"):
             real = to_model_range(batch["image"])
             category, hist = batch["category_id"].long(), batch["target"].float()
             watch = partial(guard.observe, epoch=epoch, step=step + 1)

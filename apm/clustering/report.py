@@ -72,7 +72,8 @@ class ClusterSummary:
         lines = [f"# Clusters of {self.source}", "",
                  f"- {self._input_line()}",
                  f"- {self._kmeans_line()}",
-                 f"- seeded by k-means++ (seed {self.kmeans.seed}) from a random sample of "
+                 f"- seeded by the best of {self.kmeans.restarts} k-means++ seedings (seed "
+                 f"{self.kmeans.seed}), each refined by Lloyd on a random sample of "
                  f"{self.sample_size} photos; distances and centroids are in feature space",
                  "", *self._cluster_rows()]
         if self.truth:

@@ -11,13 +11,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from apm import storage
 from apm.clustering.features import FeatureSpec
-from apm.clustering.kmeans import KMeansConfig, kmeans_plus_plus
+from apm.clustering.kmeans import KMeansConfig, best_seeding
 from apm.clustering.passes import assignments, census, draw_sample, lloyd, read_prepared
 from apm.clustering.report import ClusterSummary
 from apm.clustering.sheets import contact_sheet, load_thumbnails
@@ -105,8 +104,7 @@ def run_clustering(config: ClusterConfig) -> ClusterSummary:
     counts.check(spec, kmeans.k, config.scores)
     sample = draw_sample(prepared, spec, counts.dim, kmeans.init_sample, counts.usable,
                          config.batch_size)
-    init = kmeans_plus_plus(sample, kmeans.k, np.random.default_rng(kmeans.seed))
-    result = lloyd(prepared, init, spec, kmeans, config.batch_size)
+    result = lloyd(prepared, best_seeding(sample, kmeans), spec, kmeans, config.batch_size)
     stats = ClusterStats(kmeans.k, config.sheet_size)
     outputs = {name: config.out_uri(name) for name in
                ("clusters.parquet", "cluster_summary.parquet", "report.md")}
