@@ -43,13 +43,13 @@ from apm.distributions import (
     normalise,
     validate_votes,
 )
+from apm.metrics import OVERALL
 from apm.schemas import BUCKET_RMSE_SCHEMA, NUM_BINS, PER_IMAGE_FIT_SCHEMA
 
 #: The manifest columns the fits read.
 MANIFEST_COLUMNS: tuple[str, ...] = ("image_id", "votes")
 #: Lower edges of the mean-score buckets [1,2) .. [8,9).
 BUCKET_LOWS: tuple[int, ...] = tuple(range(1, 9))
-OVERALL = "overall"
 #: The 'overall' row spans the whole rating scale.
 OVERALL_RANGE = (1.0, 10.0)
 LABELS: dict[str, str] = {

@@ -159,6 +159,9 @@ LISTING_SCHEMA = pa.schema(
 EMBEDDING_TYPE = pa.list_(pa.float16())
 
 #: ``score`` output ``OUT/scores/part-*.parquet``: exactly one row per listed object.
+#: The folder under a scoring job's OUT that holds its SCORES_SCHEMA shards.
+SCORES_FOLDER = "scores"
+
 SCORES_SCHEMA = pa.schema(
     [
         pa.field("uri", pa.string()),  # the object; null only for a manifest row without one

@@ -46,7 +46,7 @@ from apm.listing import LISTING_FOLDER, Listing, ListingConfig, build_listing
 from apm.models import ModelSpec
 from apm.models.predictor import Predictor
 from apm.preprocessing import image_transform
-from apm.schemas import EMBEDDING_TYPE, NUM_BINS, SCORES_SCHEMA, TEACHER_TOP_K
+from apm.schemas import EMBEDDING_TYPE, NUM_BINS, SCORES_FOLDER, SCORES_SCHEMA, TEACHER_TOP_K
 from apm.teacher import imagenet_categories
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 JOB_FILE = "_job.json"
 #: Parquet key-value metadata of a shard file: its :func:`shard_stamp`.
 SHARD_KEY = "apm.shard"
-SCORES_FOLDER = "scores"
 
 
 # --- the model ------------------------------------------------------------------------------

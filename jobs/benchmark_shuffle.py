@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# Shuffling the training data: the variant benchmark's best variant with and without",
         "",
-        f"- command: `python -m jobs.benchmark_shuffle`"
+        "- command: `python -m jobs.benchmark_shuffle`"
         + (f" `{' '.join(argv)}`" if argv else ""),
         f"- machine: {machine()}",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; 1-min load average at the end "

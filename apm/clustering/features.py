@@ -22,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from apm.inference import STATUS_OK
 from apm.schemas import NUM_IMAGENET_CLASSES, TEACHER_TOP_K
 
 FEATURES = ("embedding", "semantic")
@@ -32,8 +33,6 @@ SOURCE_COLUMNS: dict[str, tuple[str, ...]] = {"embedding": ("embedding",),
 
 #: The scores columns every kind needs (identity, status, the summary's score and top class).
 BASE_COLUMNS = ("uri", "image_id", "status", "mean", "top5_names")
-
-STATUS_OK = "ok"
 
 
 @dataclass(frozen=True)

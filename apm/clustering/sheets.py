@@ -17,14 +17,12 @@ from matplotlib.figure import Figure
 from apm import storage
 from apm.decode import DEFAULT_LIMITS, ImageLimits, decode_image, read_image_bytes
 from apm.fit_report import png_bytes
+from apm.inference import NO_ERROR
 
 log = logging.getLogger(__name__)
 
 #: Pixels between thumbnails.
 GAP = 2
-
-#: The ``error`` of a thumbnail that decoded (not None: Ray Data turns an all-None column into NaN).
-NO_ERROR = ""
 
 
 def thumbnail_batch(batch: dict[str, np.ndarray], size: int, storage_env: dict[str, str],

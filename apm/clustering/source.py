@@ -20,10 +20,9 @@ import pyarrow.parquet as pq
 
 from apm import storage
 from apm.clustering.features import FeatureSpec, embedding_lengths, is_ok, usable
-from apm.schemas import NUM_IMAGENET_CLASSES
+from apm.schemas import NUM_IMAGENET_CLASSES, SCORES_FOLDER
 
 #: Where the scoring job writes its table under its output folder.
-SCORES_FOLDER = "scores"
 
 
 def _in_table(uri: str, root: str) -> bool:

@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from apm import storage
-from apm.clustering.source import SCORES_FOLDER, require_columns, scores_files
+from apm.clustering.source import require_columns, scores_files
 from apm.inference import STATUS_OK
 from apm.listing import LISTING_FOLDER, ListingConfig, fresh_listing
+from apm.schemas import SCORES_FOLDER
 
 SELECTIONS = ("first", "random", "lowest", "highest")
 BY_SCORE = ("lowest", "highest")  # the selections that need a scores input
