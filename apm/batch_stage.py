@@ -21,21 +21,29 @@ from apm import storage
 from apm.inference import NO_ERROR
 from apm.precision import check_device, resolve_precision
 
+#: Photos per batch when a stage is given none: a GPU needs a few hundred at a time to stay
+#: busy (docs/operations.md); on a CPU larger batches buy nothing and cost actor memory.
+DEFAULT_BATCH_SIZE = {"cpu": 32, "cuda": 256}
+
 #: The commonest error reasons a summary names; it counts the rest.
 ERRORS_SHOWN = 10
 
 
-def check_batch_options(device: str, batch_size: int, concurrency: int | None,
-                        precision: str | None = None, image_size: int | None = None) -> None:
+def check_batch_options(device: str, batch_size: int | None, concurrency: int | None,
+                        precision: str | None = None, image_size: int | None = None) -> int:
     """ValueError unless the device and precision (None: the device's) are known, and the
-    batch size, actors and crop (None: defaults) are at least 1."""
+    batch size, actors and crop (None: defaults) are at least 1; returns the batch size
+    (None: the device's, :data:`DEFAULT_BATCH_SIZE`)."""
     resolve_precision(precision, check_device(device))
     if image_size is not None and image_size < 1:
         raise ValueError(f"image size must be at least 1, got {image_size}")
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH_SIZE[device]
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    return batch_size
 
 
 def fixed_lists(values: np.ndarray, type_: pa.DataType, valid: np.ndarray) -> pa.Array:

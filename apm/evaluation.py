@@ -67,7 +67,7 @@ class EvaluationConfig:
     image_size: int | None = None  # default: each checkpoint's training crop (else 224)
     device: str = "cpu"
     precision: str | None = None  # fp32 | bf16; default: the device's (apm.precision)
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the device's (apm.batch_stage.DEFAULT_BATCH_SIZE)
     concurrency: int | None = None  # predictor actors; default one per GPU / CPU of the cluster
     limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
 
@@ -79,8 +79,9 @@ class EvaluationConfig:
         names = self.variant_names
         if len(set(names)) != len(names):
             raise ValueError(f"variant names must be distinct, got {list(names)}; use --variant")
-        check_batch_options(self.device, self.batch_size, self.concurrency, self.precision,
-                            self.image_size)
+        # Frozen: the batch size the device calls for is filled in once, here.
+        object.__setattr__(self, "batch_size", check_batch_options(
+            self.device, self.batch_size, self.concurrency, self.precision, self.image_size))
 
     @property
     def model_uris(self) -> tuple[str, ...]:

@@ -105,7 +105,7 @@ class ScoreConfig:
     device: str = "cpu"
     precision: str | None = None  # fp32 | bf16; default: the device's (apm.precision)
     image_size: int | None = None  # default: the checkpoint's training crop, else 224
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the device's (apm.batch_stage.DEFAULT_BATCH_SIZE)
     concurrency: int | None = None  # a fixed pool of this many actors; default: elastic
     max_actors: int | None = None  # the elastic pool's cap; default: as many as the cluster holds
     decode_concurrency: int | None = None  # GPU runs: decoding tasks; default as Ray sees fit
@@ -121,8 +121,9 @@ class ScoreConfig:
     lease_timeout_s: float = DEFAULT_STALE_AFTER_S  # a lease older than this is taken over
 
     def __post_init__(self) -> None:
-        check_batch_options(self.device, self.batch_size, self.concurrency, self.precision,
-                            self.image_size)
+        # Frozen: the batch size the device calls for is filled in once, here.
+        object.__setattr__(self, "batch_size", check_batch_options(
+            self.device, self.batch_size, self.concurrency, self.precision, self.image_size))
         if self.rows_per_file < 1:
             raise ValueError(f"rows per file must be at least 1, got {self.rows_per_file}")
         if min(self.rows_per_part, self.listing_tasks or 1, self.max_actors or 1) < 1:

@@ -48,7 +48,7 @@ class TeacherJobConfig:
     weights: str | None = None  # path or s3:// URI; None: the teacher's installed weights
     device: str = "cpu"
     precision: str | None = None  # fp32 | bf16; default: the device's (apm.precision)
-    batch_size: int = 64
+    batch_size: int | None = None  # None: the device's (apm.batch_stage.DEFAULT_BATCH_SIZE)
     concurrency: int | None = None  # inference actors; default one per GPU / CPU of the cluster
     limits: ImageLimits = DEFAULT_LIMITS  # what one photo may cost
     # Crop side; None: the teacher's own protocol (224 of 256). A smaller crop costs less and
@@ -59,7 +59,9 @@ class TeacherJobConfig:
         teacher_spec(self.teacher)  # TeacherError (a ValueError) listing the choices
         if self.image_size is not None and self.image_size < 16:
             raise ValueError(f"image size must be at least 16 pixels, got {self.image_size}")
-        check_batch_options(self.device, self.batch_size, self.concurrency, self.precision)
+        # Frozen: the batch size the device calls for is filled in once, here.
+        object.__setattr__(self, "batch_size", check_batch_options(
+            self.device, self.batch_size, self.concurrency, self.precision))
 
     @property
     def transform(self) -> ImageTransform:

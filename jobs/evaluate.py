@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="crop size (default: each checkpoint's training crop, else 224)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the models run")
     _cli.add_precision_arg(p)
-    p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
+    p.add_argument("--batch-size", type=int, help="photos per batch (default: 32 on cpu, 256 on cuda)")
     p.add_argument("--concurrency", type=int,
                    help="predictor actors per model, each loading the checkpoint once "
                         "(default: one per GPU with --device cuda, else one per CPU)")

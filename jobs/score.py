@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     _cli.add_precision_arg(p)
     p.add_argument("--image-size", type=int,
                    help="crop size (default: the one the checkpoint was trained at, else 224)")
-    p.add_argument("--batch-size", type=int, default=32, help="photos per batch (default 32)")
+    p.add_argument("--batch-size", type=int, help="photos per batch (default: 32 on cpu, 256 on cuda)")
     p.add_argument("--max-actors", type=int, metavar="N",
                    help="most inference actors (default: as many as the cluster holds, one per "
                         "GPU with cuda, else one per CPU; the pool grows onto nodes as the "

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the teacher's state dict (default: installed weights, if it has any)")
     p.add_argument("--device", default="cpu", choices=DEVICES, help="where the teacher runs")
     _cli.add_precision_arg(p)
-    p.add_argument("--batch-size", type=int, default=64, help="photos per batch (default 64)")
+    p.add_argument("--batch-size", type=int, help="photos per batch (default: 32 on cpu, 256 on cuda)")
     p.add_argument("--image-size", type=int, metavar="PX",
                    help="crop side in pixels (default: the teacher's own, 224 of a 256 short "
                         "side); smaller is cheaper and suits small photos")

@@ -127,3 +127,23 @@ def _png(image: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_batch_size_defaults_to_the_devices():
+    from apm.batch_stage import DEFAULT_BATCH_SIZE
+    from apm.evaluation import EvaluationConfig
+    from apm.scoring import ScoreConfig
+    from apm.teacher_inference import TeacherJobConfig
+
+    configs = {
+        "score": lambda **kw: ScoreConfig(input="in", out="out", model="random:resnet18", **kw),
+        "evaluate": lambda **kw: EvaluationConfig(manifest="m.parquet", models=("random:resnet18",),
+                                                  out="out", **kw),
+        "teacher": lambda **kw: TeacherJobConfig(input="in", out="out", **kw),
+    }
+    for name, make in configs.items():
+        assert make().batch_size == DEFAULT_BATCH_SIZE["cpu"] == 32, name
+        assert make(device="cuda").batch_size == DEFAULT_BATCH_SIZE["cuda"] == 256, name
+        assert make(device="cuda", batch_size=7).batch_size == 7, name
+        with pytest.raises(ValueError, match="batch size must be at least 1"):
+            make(batch_size=0)
