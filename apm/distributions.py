@@ -427,7 +427,10 @@ def _lsq(family: Family, histogram: np.ndarray, start: Params, construction: str
             trial_free = np.clip(free[active] + step, lower, upper)
             trial = pmf(trial_free)
             trial_cost = np.sum((trial - histogram[active]) ** 2, axis=1)
-        trial_cost = np.where(np.isfinite(trial_cost), trial_cost, np.inf)
+        # A singular system gives a NaN step; where the pmf then falls back to the location
+        # its cost can look finite, so the parameters themselves must be finite too.
+        finite = np.isfinite(trial_cost) & np.isfinite(trial_free).all(axis=1)
+        trial_cost = np.where(finite, trial_cost, np.inf)
         better = trial_cost < cost[active]
         gain = cost[active] - trial_cost
         done = (better & (gain <= _LM_FTOL * cost[active])) | (damping[active] > _LM_MAX_DAMPING)

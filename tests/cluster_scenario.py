@@ -159,14 +159,22 @@ def run_score_job(args: argparse.Namespace, argv: list[str]) -> int:
     from apm import scoring
     from jobs import score
 
-    class SlowScorePredictor(scoring.ScorePredictor):  # here: Ray ships it by value
+    # Defined here, Ray ships it by value. It wraps the predictor rather than subclassing it: a
+    # subclass would ship the patched-over base by value too, and the base's zero-argument
+    # super() would then point at the worker's own (unpatched) class.
+    class SlowScorePredictor:
         reports, sleep_s, fast_file = args.reports, args.sleep, args.fast_file
+
+        def __init__(self, **kwargs) -> None:
+            from apm import scoring as unpatched  # in a worker: the module as shipped
+
+            self.inner = unpatched.ScorePredictor(**kwargs)
 
         def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             _report(self.reports, batch["row"], event="begin")
             if not (self.fast_file and os.path.exists(self.fast_file)):
                 time.sleep(self.sleep_s)
-            out = super().__call__(batch)
+            out = self.inner(batch)
             _report(self.reports, batch["row"])
             return out
 
