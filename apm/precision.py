@@ -40,9 +40,10 @@ def resolve_precision(precision: str | None, device: str | torch.device) -> str:
 
 
 @contextlib.contextmanager
-def backbone_autocast(device: str | torch.device, precision: str) -> Iterator[None]:
-    """The context a backbone's forward runs in: bf16 autocast for ``bf16``, plain float32 else.
-    Whatever is computed from its outputs must go through :func:`fp32` first."""
+def backbone_autocast(device: str | torch.device, precision: str | None = None) -> Iterator[None]:
+    """The context a backbone's forward runs in: bf16 autocast for ``bf16`` (None: the device's
+    default), plain float32 else. Whatever is computed from its outputs must go through
+    :func:`fp32` first."""
     if resolve_precision(precision, device) == "bf16":
         with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
             yield

@@ -46,7 +46,7 @@ from apm.explain import (
 from apm.fit_report import png_bytes
 from apm.inference import STATUS_OK
 from apm.models import check_model_spec
-from apm.models.spec import model_id
+from apm.models.spec import ModelSpec
 from apm.precision import DEVICES
 from apm.preprocessing import image_transform
 from apm.runtime import init_ray
@@ -273,7 +273,7 @@ def report(args, model: str, model_line: str, runs: list[Run], figure: str, exam
         f"- machine: {machine()}; CPU only, shared with other jobs (load average "
         f"{os.getloadavg()[0]:.1f} at the end)",
         f"- date: {dt.date.today().isoformat()}; torch {torch.__version__}",
-        f"- model: `{model}` ({model_id(model)}); {model_line}",
+        f"- model: `{model}` ({ModelSpec.resolve(model).id}); {model_line}",
         f"- photos: {len(before)} random test photos of the synthetic AVA `{args.synthetic}` "
         f"(seed {args.seed}), {args.image_size} px centre crops; predicted mean before: median "
         f"{np.median(before):.2f}, range {before.min():.2f}..{before.max():.2f}",

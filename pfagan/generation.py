@@ -19,7 +19,6 @@ from PIL import Image
 
 from apm import storage
 from apm.schemas import NUM_BINS, SAMPLES_SCHEMA
-from apm.models.spec import model_id
 from pfagan.checkpoint import load_generator
 from pfagan.evaluation import spearman
 from pfagan.grids import sample_grid
@@ -145,7 +144,8 @@ def run_generate(config: GenerateConfig) -> GenerateSummary:
                                  else [stored.categories[c] for c in pred_cat], n),
         "pred_category_prob": _column("pred_category_prob", pred_prob, n),
         "generator_id": pa.array([generator_id] * n, pa.string()),
-        "apm_id": pa.array([model_id(config.apm) if config.apm else None] * n, pa.string()),
+        "apm_id": pa.array([judges[config.apm].predictor.spec.id if config.apm else None] * n,
+                           pa.string()),
         "generated_at": pa.array([now] * n, SAMPLES_SCHEMA.field("generated_at").type),
     }, schema=SAMPLES_SCHEMA)
     storage.write_table(table, storage.join(out, SAMPLES_FILE))

@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from apm import storage
+from apm.precision import backbone_autocast
 from apm.training.guard import LossGuard
-from apm.training.loop import STATE_FILE, autocast_for
+from apm.training.loop import STATE_FILE
 from apm.training.runs import prepare_run
 from apm.training.trainer import run_config, warn_if_no_cpu_for_data
 from pfagan.checkpoint import generator_bytes
@@ -99,11 +100,11 @@ def _d_step(nets: _Nets, cfg: GANConfig, real, category, hist, device, watch: Wa
     tensors on the device: reading them per step would sync the host with the GPU)."""
     n = len(real)
     z = torch.randn(n, cfg.z_dim, device=device)
-    with torch.no_grad(), autocast_for(device):
+    with torch.no_grad(), backbone_autocast(device):
         fake = nets.g_core(z, category, hist)
     # One forward over real and fake together: DDP expects one forward per backward, and the
     # discriminator has no batch norm that mixing the two could disturb.
-    with autocast_for(device):
+    with backbone_autocast(device):
         logits = nets.d(torch.cat([real, fake.to(real.dtype)]), category.repeat(2),
                         hist.repeat(2, 1)).float()
     loss = d_hinge_loss(logits[:n], logits[n:])
@@ -121,7 +122,7 @@ def _g_step(nets: _Nets, cfg: GANConfig, category, hist, device, g_step: int, wa
     z = torch.randn(len(category), cfg.z_dim, device=device)
     # The discriminator's core, not its DDP wrapper: its weights get no gradient here
     # (backward(inputs=...) stops at the generator), which a DDP wrapper would wait for.
-    with autocast_for(device):
+    with backbone_autocast(device):
         logits = nets.d_core(nets.g(z, category, hist), category, hist).float()
     loss = g_hinge_loss(logits)
     watch(loss)

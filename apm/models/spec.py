@@ -91,7 +91,3 @@ def check_model_spec(spec: str, allow_random: bool = True) -> APMConfig:
     :meth:`ModelSpec.resolve`)."""
     return ModelSpec.resolve(spec, allow_random).architecture
 
-
-def model_id(spec: str) -> str:
-    """The id of a model spec's weights (see :attr:`ModelSpec.id`)."""
-    return ModelSpec.resolve(spec).id

@@ -81,12 +81,6 @@ class TrainConfig:
         return self.task == "distill" or self.semantic_weight > 0
 
 
-def autocast_for(device: torch.device, precision: str | None = None):
-    """The autocast a network's forward runs in at ``precision`` (default: bf16 on GPUs,
-    float32 on CPUs, where bf16 is slower without AMX); see :func:`backbone_autocast`."""
-    return backbone_autocast(device, precision)
-
-
 class MixedPrecisionAPM(torch.nn.Module):
     """An APM's training forward under the precision policy (:mod:`apm.precision`): the
     backbone under ``precision``'s autocast, the heads on its features in float32, so that
@@ -98,7 +92,7 @@ class MixedPrecisionAPM(torch.nn.Module):
         self.apm, self.precision = apm, precision
 
     def forward(self, images: torch.Tensor) -> APMOutput:
-        with autocast_for(images.device, self.precision):
+        with backbone_autocast(images.device, self.precision):
             features = self.apm.backbone(images)
         return self.apm.heads(self.apm.dropout(fp32(features)))
 
