@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from apm import progress, storage
-from apm.precision import PRECISIONS
-from apm.decode import DEFAULT_MAX_ASPECT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
+from apm.core import progress, storage
+from apm.core.precision import PRECISIONS
+from apm.data.decode import DEFAULT_MAX_ASPECT, DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageLimits
 
 
 def parser(description: str, epilog: str | None = None) -> argparse.ArgumentParser:
@@ -43,7 +43,7 @@ def add_ray_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_precision_arg(p: argparse.ArgumentParser) -> None:
-    """--precision for every job that runs a network (see :mod:`apm.precision`)."""
+    """--precision for every job that runs a network (see :mod:`apm.core.precision`)."""
     p.add_argument("--precision", choices=list(PRECISIONS), default=None,
                    help="bf16: the backbone under bfloat16 autocast, heads, softmaxes, losses and "
                         "everything stored in float32; fp32: all float32 (default: bf16 on "
@@ -85,3 +85,19 @@ def fail(message: str) -> None:
     """Print one clear line and exit with status 2, as argparse does for bad options."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def train_or_fail(fit, *args, **kwargs):
+    """``fit(*args, **kwargs)`` (APM's or PFAGAN's); a refused run or a failed training is one
+    line and exit status 2."""
+    from ray.train import TrainingFailedError
+
+    from apm.training.trainer import describe_failure
+
+    try:
+        return fit(*args, **kwargs)
+    except (ValueError, storage.StorageError) as err:  # RunMismatchError: --name ran otherwise
+        fail(str(err))
+    except TrainingFailedError as err:  # a NaN loss, or crashes beyond --max-failures
+        fail(describe_failure(err))
+

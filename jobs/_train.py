@@ -4,15 +4,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from ray.train import TrainingFailedError
-
-from apm import storage
-from apm.losses import LOSSES
+from apm.core import storage
+from apm.core.runtime import init_ray
 from apm.models import list_backbones, list_inits
-from apm.runtime import init_ray
 from apm.training.data import training_rows
 from apm.training.loop import TrainConfig, initial_model
-from apm.training.trainer import describe_failure, final_state, fit, model_uri
+from apm.training.losses import LOSSES
+from apm.training.trainer import final_state, fit, model_uri
 from jobs import _cli
 
 
@@ -77,13 +75,9 @@ def run(args: argparse.Namespace, task: str) -> int:
     except (ValueError, storage.StorageError) as err:
         _cli.fail(str(err))
     started = time.perf_counter()
-    try:
-        result = fit(cfg, rows, args.storage, args.name, max_failures=args.max_failures,
-                     limits=limits, data=data, force=args.force)
-    except (ValueError, storage.StorageError) as err:  # RunMismatchError: --name ran otherwise
-        _cli.fail(str(err))
-    except TrainingFailedError as err:  # a NaN loss, or crashes beyond --max-failures
-        _cli.fail(describe_failure(err))
+    result = _cli.train_or_fail(fit, cfg, rows, args.storage, args.name,
+                                max_failures=args.max_failures, limits=limits, data=data,
+                                force=args.force)
     state = final_state(result)
     for metrics in state["history"]:
         print("epoch {epoch}: loss {loss:.4f}, {images} images, {images_per_s:.1f} images/s "

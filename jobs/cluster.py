@@ -5,11 +5,11 @@ command line.
 """
 from __future__ import annotations
 
-from apm import storage
 from apm.clustering.features import FEATURES, FeatureSpec
 from apm.clustering.kmeans import KMeansConfig
 from apm.clustering.stage import ClusterConfig, run_clustering
-from apm.runtime import init_ray
+from apm.core import storage
+from apm.core.runtime import init_ray
 from jobs import _cli
 
 EPILOG = """\

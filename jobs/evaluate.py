@@ -1,16 +1,16 @@
 """python -m jobs.evaluate: the paper's metrics for APM checkpoints on a manifest's test split.
 
-The predictor, metrics, report and plots are :mod:`apm.evaluation`; this module is the command line.
+The predictor, metrics, report and plots are :mod:`apm.stages.evaluation`; this module is the command line.
 """
 from __future__ import annotations
 
 from dataclasses import replace
 
-from apm import storage
-from apm.evaluation import EvaluationConfig, run_evaluation
+from apm.core import storage
+from apm.core.precision import DEVICES
+from apm.core.runtime import init_ray
 from apm.models import ModelSpec
-from apm.precision import DEVICES
-from apm.runtime import init_ray
+from apm.stages.evaluation import EvaluationConfig, run_evaluation
 from jobs import _cli
 
 EPILOG = """\
@@ -21,12 +21,12 @@ side image_size * 8/7), centre-cropped to --image-size and scored by --concurren
 load the checkpoint once, with bulk scoring's predictor (the same precision: what is measured
 is what jobs.score writes). A photo that cannot be read is counted in n_errors, never fatal.
 
-Metrics (apm.metrics): KLDIV, CDLoss (null for the mean-regression head), MSE of the mean score,
+Metrics (apm.votes.metrics): KLDIV, CDLoss (null for the mean-regression head), MSE of the mean score,
 Spearman rho, Pearson r, accuracy of high (mean >= 5) vs low; overall and per semantic category
 (the manifest's tag1_name, 'unknown' without one; with --truth, the synthetic truth's category).
 
 outputs under --out:
-  metrics.parquet      one row per variant and category (EVALUATION_SCHEMA in apm/schemas.py)
+  metrics.parquet      one row per variant and category (EVALUATION_SCHEMA in apm/core/schemas.py)
   metrics.md           the paper-style table, then one table per category
   predictions.parquet  per variant and photo: true and predicted mean / std, predicted
                        distribution (null for the mean head), status and error

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from apm import storage
+from apm.core import storage
+from apm.core.precision import DEVICES
+from apm.core.runtime import init_ray
 from apm.explain import (
     DIRECTIONS,
     NORMS,
@@ -16,8 +18,6 @@ from apm.explain import (
     run_explain,
 )
 from apm.models import ModelSpec, list_backbones
-from apm.precision import DEVICES
-from apm.runtime import init_ray
 from jobs import _cli
 
 EPILOG = f"""\

@@ -1,14 +1,14 @@
 """python -m jobs.fit_distributions: Gaussian, Gamma and mirrored-Gamma fits of every histogram.
 
-The fitting is :mod:`apm.distributions`; the stage (read, fit, tables, report, plots, write) is
-:func:`apm.fit_report.run`, which ``jobs.pipeline`` calls too. This module is the command line.
+The fitting is :mod:`apm.votes.distributions`; the stage (read, fit, tables, report, plots, write) is
+:func:`apm.votes.fit_report.run`, which ``jobs.pipeline`` calls too. This module is the command line.
 """
 from __future__ import annotations
 
 import textwrap
 
-from apm import storage
-from apm.distributions import (
+from apm.core import storage
+from apm.votes.distributions import (
     DEFAULT_METHOD,
     DEFAULT_METHOD_REASON,
     DEFAULT_PMF,
@@ -16,7 +16,7 @@ from apm.distributions import (
     METHODS,
     PMFS,
 )
-from apm.fit_report import run
+from apm.votes.fit_report import run
 from jobs import _cli
 
 DESCRIPTION = """\
@@ -41,7 +41,7 @@ def _epilog() -> str:
     return f"""\
 outputs under --out:
   per_image.parquet    one row per manifest row: moments, fitted parameters and RMSE per
-                       family, the best family (PER_IMAGE_FIT_SCHEMA in apm/schemas.py)
+                       family, the best family (PER_IMAGE_FIT_SCHEMA in apm/core/schemas.py)
   bucket_rmse.parquet  mean RMSE per family in the mean-score buckets [1,2) .. [8,9) and
                        overall (BUCKET_RMSE_SCHEMA)
   report.md            the bucket table, which family wins where, the method, the pmf

@@ -4,9 +4,9 @@ The sampling, judging and tables are :mod:`pfagan.generation`; this module is th
 """
 from __future__ import annotations
 
-from apm import storage
+from apm.core import storage
+from apm.core.runtime import init_ray
 from apm.models import check_model_spec
-from apm.runtime import init_ray
 from jobs import _cli
 from pfagan.generation import GenerateConfig, run_generate
 from pfagan.sampling import DEFAULT_STD, histogram_for_mean, parse_histogram
@@ -24,7 +24,7 @@ outputs under --out:
                    --classifier the predicted category and its probability
   grid.png         categories x conditions, up to 4 samples per cell
 
---classifier takes a category classifier written by jobs.benchmark_pfagan (a softmax regression
+--classifier takes a category classifier written by benchmarks.pfagan (a softmax regression
 on an APM's features of real photos; it names its own APM).
 
 example:

@@ -1,9 +1,9 @@
 """python -m jobs.make_synthetic: render a synthetic AVA whose aesthetic truth is known."""
 from __future__ import annotations
 
-from apm import storage
-from apm.runtime import init_ray
-from apm.synthetic.dataset import SyntheticConfig, generate
+from apm.core import storage
+from apm.core.runtime import init_ray
+from apm.data.synthetic.dataset import SyntheticConfig, generate
 from jobs import _cli
 
 EPILOG = """\

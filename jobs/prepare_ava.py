@@ -1,10 +1,10 @@
 """python -m jobs.prepare_ava: an AVA package -> OUT/manifest.parquet."""
 from __future__ import annotations
 
-from apm import storage
-from apm.ava import AvaFormatError
-from apm.manifest import build_manifest
-from apm.runtime import init_ray
+from apm.core import storage
+from apm.core.runtime import init_ray
+from apm.data.ava import AvaFormatError
+from apm.data.manifest import build_manifest
 from jobs import _cli
 
 EPILOG = """\

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from apm import storage
-from apm.inference import IMAGE_SUFFIXES
-from apm.lease import DEFAULT_STALE_AFTER_S
+from apm.core import storage
+from apm.core.lease import DEFAULT_STALE_AFTER_S
+from apm.core.precision import DEVICES
+from apm.core.rows import IMAGE_SUFFIXES
+from apm.core.runtime import init_ray
 from apm.models import ModelSpec, list_backbones
-from apm.precision import DEVICES
-from apm.runtime import init_ray
-from apm.scoring import ScoreConfig, run_score
+from apm.stages.scoring import ScoreConfig, run_score
 from jobs import _cli
 
 EPILOG = f"""\

@@ -1,12 +1,12 @@
 """python -m jobs.teacher_softmax: an ImageNet teacher's softmax per photo -> OUT/teacher.parquet."""
 from __future__ import annotations
 
-from apm import storage
-from apm.inference import IMAGE_SUFFIXES
-from apm.precision import DEVICES
-from apm.runtime import init_ray
-from apm.teacher import DEFAULT_TEACHER, create_teacher, list_teachers
-from apm.teacher_inference import TeacherJobConfig, run_teacher
+from apm.core import storage
+from apm.core.precision import DEVICES
+from apm.core.rows import IMAGE_SUFFIXES
+from apm.core.runtime import init_ray
+from apm.models.teachers import DEFAULT_TEACHER, create_teacher, list_teachers
+from apm.stages.teacher import TeacherJobConfig, run_teacher
 from jobs import _cli
 
 EPILOG = f"""\

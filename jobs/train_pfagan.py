@@ -5,11 +5,9 @@ import argparse
 import time
 from dataclasses import asdict
 
-from ray.train import TrainingFailedError
-
-from apm import storage
-from apm.runtime import init_ray
-from apm.training.trainer import describe_failure, final_state
+from apm.core import storage
+from apm.core.runtime import init_ray
+from apm.training.trainer import final_state
 from jobs import _cli
 from pfagan.config import RESOLUTIONS, GANConfig
 from pfagan.data import ConditioningSource, load_conditioning
@@ -106,13 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     # Where the photos and conditions came from: a rerun on other data must not resume.
     data = {key: storage.normalize(value) if key != "split" and value else value
             for key, value in asdict(source).items()}
-    try:
-        result = fit(cfg, conditioning, args.out, args.name, max_failures=args.max_failures,
-                     data=data, force=args.force)
-    except (ValueError, storage.StorageError) as err:  # RunMismatchError: --name ran otherwise
-        _cli.fail(str(err))
-    except TrainingFailedError as err:  # a NaN loss, or crashes beyond --max-failures
-        _cli.fail(describe_failure(err))
+    result = _cli.train_or_fail(fit, cfg, conditioning, args.out, args.name,
+                                max_failures=args.max_failures, data=data, force=args.force)
     state = final_state(result)
     for metrics in state["history"]:
         print(epoch_line(metrics))

@@ -3,7 +3,7 @@
 Like APM checkpoints (:mod:`apm.models.checkpoint`) the file holds only tensors, strings and
 numbers (``torch.load(..., weights_only=True)`` reads it), and it is self-describing: generation
 rebuilds the generator and maps category names to ids from the file alone. Files are written
-and read through :mod:`apm.storage` (local paths or ``s3://`` URIs) or handled as bytes.
+and read through :mod:`apm.core.storage` (local paths or ``s3://`` URIs) or handled as bytes.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from apm import storage
+from apm.core import storage
 from apm.models.checkpoint import describe_source, read_format
 from apm.models.weights import WeightsMismatchError, load_exact
 from pfagan.config import GANConfig

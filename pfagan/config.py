@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from apm.schemas import NUM_BINS
+from apm.core.schemas import NUM_BINS
 
 #: Output side in pixels -> number of ResNet up-blocks (generator) / down-blocks (discriminator)
 #: between the 4x4 base and the image.

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from torch import Tensor
 
-from apm import storage
 from apm.clustering.source import require_columns, scores_files
+from apm.core import storage
 from apm.training.data import IngestConfig, image_dataset, training_rows
 
 log = logging.getLogger(__name__)

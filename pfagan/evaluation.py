@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from apm.decode import DEFAULT_LIMITS, DecodeError, decode_image, read_image_bytes
+from apm.data.decode import DEFAULT_LIMITS, DecodeError, decode_image, read_image_bytes
 from pfagan.judges import APMJudge, CategoryClassifier, fit_classifier, frechet_distance
 
 

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from apm import storage
-from apm.schemas import NUM_BINS, SAMPLES_SCHEMA
+from apm.core import storage
+from apm.core.schemas import NUM_BINS, SAMPLES_SCHEMA
 from pfagan.checkpoint import load_generator
 from pfagan.evaluation import spearman
 from pfagan.grids import sample_grid

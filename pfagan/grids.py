@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from apm.fit_report import png_bytes
+from apm.votes.fit_report import png_bytes
 
 GAP = 2  # pixels between samples of a cell
 

@@ -2,7 +2,7 @@
 
 Samples and the real photos they are compared with go through the same path: an image at the
 GAN's resolution is resized and centre-cropped to the APM's crop exactly as scoring does
-(:func:`apm.preprocessing.image_transform`), then runs through scoring's predictor. The
+(:func:`apm.models.transforms.image_transform`), then runs through scoring's predictor. The
 classifier is a multinomial logistic regression on the APM's pooled backbone features of real
 photos, so it needs no training of a network; it is stored as a small torch file that names
 its APM.
@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from scipy import linalg
 
-from apm import storage
+from apm.core import storage
+from apm.core.schemas import NUM_BINS
 from apm.models import ModelSpec
 from apm.models.checkpoint import read_format
 from apm.models.predictor import Predictor
-from apm.schemas import NUM_BINS
 
 CLASSIFIER_FORMAT = "pfagan-category-classifier/1"
 

@@ -2,7 +2,7 @@
 
 A condition is a category and a normalised 10-bin score histogram. Users often think in mean
 scores rather than histograms: :func:`histogram_for_mean` turns a mean into the binned Gaussian
-histogram (the Gaussian of :mod:`apm.distributions`) whose mean is exactly that score.
+histogram (the Gaussian of :mod:`apm.votes.distributions`) whose mean is exactly that score.
 
 On GPUs the drawing runs in a Ray task that holds a GPU (:func:`sample_on_device`): under
 ``ray job submit`` the driver runs on the head, which has none.
@@ -16,8 +16,8 @@ import numpy as np
 import ray
 import torch
 
-from apm.distributions import SCORES, gaussian_pmf
-from apm.schemas import NUM_BINS
+from apm.core.schemas import NUM_BINS
+from apm.votes.distributions import SCORES, gaussian_pmf
 from pfagan.checkpoint import StoredGenerator
 
 log = logging.getLogger(__name__)

@@ -23,12 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from apm import storage
-from apm.precision import backbone_autocast
+from apm.core import storage
+from apm.core.precision import backbone_autocast
 from apm.training.guard import LossGuard
 from apm.training.loop import STATE_FILE
-from apm.training.runs import prepare_run
-from apm.training.trainer import run_config, warn_if_no_cpu_for_data
+from apm.training.ray_trainer import WorkerGroup, torch_trainer
 from pfagan.checkpoint import generator_bytes
 from pfagan.config import GANConfig
 from pfagan.data import Conditioning, gan_dataset, to_model_range
@@ -215,29 +214,17 @@ def fit(cfg: GANConfig, conditioning: Conditioning, storage_uri: str, name: str,
     unless ``cfg``, the categories or ``data`` (where the photos came from) differ from what the
     run was started with (RunMismatchError); ``force`` starts it over.
     """
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     if cfg.num_categories != len(conditioning.categories):
         raise ValueError(f"the config has {cfg.num_categories} categories, the data "
                          f"{len(conditioning.categories)}")
-    prepare_run(storage_uri, name, {**asdict(cfg), "categories": list(conditioning.categories),
-                                    **(data or {})}, force)
-    warn_if_no_cpu_for_data(cfg.num_workers, cfg.cpus_per_worker)
-    if cfg.use_gpu and not torch.cuda.is_available():
-        log.warning("use_gpu: this driver sees no GPU; the workers must have them")
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"gan": asdict(cfg), "categories": list(conditioning.categories)},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker,
-                                                           **({"GPU": 1} if cfg.use_gpu else {})}),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        run_config=run_config(name, storage_uri, max_failures),
-        datasets={"train": gan_dataset(conditioning, cfg.resolution, cfg.augment, cfg.shuffle,
-                                       cfg.seed)},
-    )
-    return trainer.fit()
+    categories = list(conditioning.categories)
+    return torch_trainer(
+        train_loop_per_worker, {"gan": asdict(cfg), "categories": categories},
+        WorkerGroup(cfg.num_workers, cfg.use_gpu, cfg.cpus_per_worker), storage_uri=storage_uri,
+        name=name, run_record={**asdict(cfg), "categories": categories, **(data or {})},
+        datasets=lambda: {"train": gan_dataset(conditioning, cfg.resolution, cfg.augment,
+                                               cfg.shuffle, cfg.seed)},
+        max_failures=max_failures, force=force).fit()
 
 
 def generator_uri(result, storage_uri: str) -> str:

@@ -5,7 +5,7 @@ this machine) driven over stdin / stdout, one JSON command per line, one ``@@ {j
 each: add_node, remove_node, reset (remove every worker node), actors, resources, shutdown.
 End of input shuts the cluster down too, so the cluster goes with the test that started it.
 
-``predict``: a driver that runs :func:`apm.inference.predict_rows` on the cluster with an
+``predict``: a driver that runs :func:`apm.stages.inference.predict_rows` on the cluster with an
 elastic pool of :class:`SlowPredictor` actors, and writes what came back.
 
 ``score``: ``python -m jobs.score`` with :class:`SlowScorePredictor` in place of
@@ -136,8 +136,8 @@ def run_predict(args: argparse.Namespace) -> None:
     import pyarrow.parquet as pq
     import ray
 
-    from apm.inference import predict_rows
-    from apm.preprocessing import image_transform
+    from apm.models.transforms import image_transform
+    from apm.stages.inference import predict_rows
 
     ray.init(address=args.address, log_to_driver=False, configure_logging=False)
     uris = sorted(str(p) for p in Path(args.photos).iterdir())
@@ -156,7 +156,7 @@ def run_predict(args: argparse.Namespace) -> None:
 
 
 def run_score_job(args: argparse.Namespace, argv: list[str]) -> int:
-    from apm import scoring
+    from apm.stages import scoring
     from jobs import score
 
     # Defined here, Ray ships it by value. It wraps the predictor rather than subclassing it: a
@@ -166,7 +166,7 @@ def run_score_job(args: argparse.Namespace, argv: list[str]) -> int:
         reports, sleep_s, fast_file = args.reports, args.sleep, args.fast_file
 
         def __init__(self, **kwargs) -> None:
-            from apm import scoring as unpatched  # in a worker: the module as shipped
+            from apm.stages import scoring as unpatched  # in a worker: the module as shipped
 
             self.inner = unpatched.ScorePredictor(**kwargs)
 

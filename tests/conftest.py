@@ -2,51 +2,21 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
+from benchmarks._common import start_moto
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_AVA = PROJECT_ROOT.parent / "shared" / "data" / "ava"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_moto(extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, **(extra_env or {})}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            return proc, url
-        except OSError as err:
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited with code {proc.returncode}") from err
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("moto server did not start within 30 s")
 
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A moto S3 server on 127.0.0.1, configured through the standard AWS variables."""
-    proc, url = _start_moto()
+    proc, url = start_moto()
     saved = {k: os.environ.get(k) for k in
              ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION", "AWS_ENDPOINT_URL")}
     os.environ.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
@@ -74,7 +44,7 @@ def s3_bucket(s3_endpoint):
 @pytest.fixture(scope="session")
 def s3_endpoint_with_auth():
     """A second moto server that checks credentials (none are valid on it)."""
-    proc, url = _start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
+    proc, url = start_moto(extra_env={"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     yield url
     proc.terminate()
     proc.wait(timeout=10)
@@ -105,8 +75,8 @@ def real_ava_dir() -> Path:
 
 def small_synthetic_ava(root: Path, n: int, seed: int) -> tuple[str, str]:
     """A synthetic AVA of ``n`` 48-px photos under ``root``: its manifest and truth URIs."""
-    from apm.manifest import build_manifest
-    from apm.synthetic.dataset import SyntheticConfig, generate
+    from apm.data.manifest import build_manifest
+    from apm.data.synthetic.dataset import SyntheticConfig, generate
 
     generate(SyntheticConfig(n=n, size=48, seed=seed, test_fraction=0.25), str(root / "synthetic"))
     summary = build_manifest(str(root / "synthetic"), str(root / "ava"),

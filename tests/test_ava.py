@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from apm import storage
-from apm.ava import AvaFormatError, read_ava_package
-from apm.schemas import MANIFEST_SCHEMA
+from apm.core import storage
+from apm.core.schemas import MANIFEST_SCHEMA
+from apm.data.ava import AvaFormatError, read_ava_package
 from jobs import prepare_ava
 
 GOOD_ROWS = [

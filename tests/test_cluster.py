@@ -16,14 +16,21 @@ import pytest
 from PIL import Image
 from sklearn.cluster import KMeans
 
-from apm import storage
 from apm.clustering.features import FeatureSpec
-from apm.clustering.kmeans import (KMeansConfig, best_seeding, kmeans_plus_plus, nearest, partial_stats,
-                                   refine_on_sample, update_centroids)
+from apm.clustering.kmeans import (
+    KMeansConfig,
+    best_seeding,
+    kmeans_plus_plus,
+    nearest,
+    partial_stats,
+    refine_on_sample,
+    update_centroids,
+)
 from apm.clustering.passes import census, draw_sample, lloyd, read_prepared
 from apm.clustering.source import Census, check_columns, scores_files
 from apm.clustering.truth import read_truth
-from apm.schemas import CLUSTER_SUMMARY_SCHEMA, CLUSTERS_SCHEMA, NUM_BINS, SCORES_SCHEMA
+from apm.core import storage
+from apm.core.schemas import CLUSTER_SUMMARY_SCHEMA, CLUSTERS_SCHEMA, NUM_BINS, SCORES_SCHEMA
 from jobs import cluster
 
 K, PER_BLOB, DIM, N_ERRORS = 4, 30, 16, 5

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from apm import storage
+from apm.core import storage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = Path(__file__).resolve().parent / "cluster_scenario.py"

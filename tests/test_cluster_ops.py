@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from apm import storage
+from apm.core import storage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLUSTER_DIR = PROJECT_ROOT / "cluster"

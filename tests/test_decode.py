@@ -14,7 +14,7 @@ from PIL import Image
 from skimage import data as skdata
 from wild_images import wild_images
 
-from apm.decode import (
+from apm.data.decode import (
     DecodeError,
     ImageLimits,
     center_crop,
@@ -23,8 +23,8 @@ from apm.decode import (
     read_image_bytes,
     resize_short_side,
 )
+from apm.models.teachers import EFFICIENTNET_LITE_TRANSFORM
 from apm.models.transforms import ImageTransform
-from apm.teacher import EFFICIENTNET_LITE_TRANSFORM
 
 #: Pillow's own limit as it ships, before anything raised it.
 PILLOW_DEFAULT_MAX_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)
@@ -371,7 +371,7 @@ def test_jobs_share_the_limit_options(capsys):
 
 
 def test_checking_photos_applies_the_listing_size_and_the_limits(tmp_path, ray_local):
-    from apm.images import check_images
+    from apm.data.images import check_images
 
     (tmp_path / "ok.png").write_bytes(encode(gradient(), "PNG"))
     (tmp_path / "strip.png").write_bytes(wild_images()["png-strip-400000x1.png"])

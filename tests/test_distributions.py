@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import optimize, stats
 
-from apm import distributions as d
-from apm import fit_report, storage
-from apm.schemas import BUCKET_RMSE_SCHEMA, MANIFEST_SCHEMA, PER_IMAGE_FIT_SCHEMA
+from apm.core import storage
+from apm.core.schemas import BUCKET_RMSE_SCHEMA, MANIFEST_SCHEMA, PER_IMAGE_FIT_SCHEMA
+from apm.votes import distributions as d
+from apm.votes import fit_report
 from jobs import fit_distributions
 
 #: Histograms of the shapes AVA has: floor spike, low and flat, middle, ceiling spike.

@@ -8,14 +8,14 @@ import pyarrow.parquet as pq
 import pytest
 from scipy import stats
 
-from apm import storage
-from apm.baselines import CEILING, CONSTANT
-from apm.distributions import normalise
-from apm.evaluation import EvaluationSummary
-from apm.manifest import build_manifest
+from apm.core import storage
+from apm.core.schemas import EVALUATION_SCHEMA
+from apm.data.manifest import build_manifest
+from apm.data.synthetic.dataset import SyntheticConfig, generate
 from apm.models import APMConfig, create_apm, save_checkpoint
-from apm.schemas import EVALUATION_SCHEMA
-from apm.synthetic.dataset import SyntheticConfig, generate
+from apm.stages.evaluation import EvaluationSummary
+from apm.votes.baselines import CEILING, CONSTANT
+from apm.votes.distributions import normalise
 from jobs import evaluate
 
 VARIANTS = ("apm", "baseline")

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from apm import storage
+from apm.core import storage
+from apm.core.schemas import EXPLANATIONS_SCHEMA
 from apm.explain import (
     AttackConfig,
     Selection,
@@ -23,10 +24,9 @@ from apm.explain import (
 )
 from apm.explain.attack import total_variation
 from apm.explain.source import select_inputs
-from apm.losses import kl_loss
 from apm.models import APMConfig, create_apm, save_checkpoint
-from apm.preprocessing import image_transform
-from apm.schemas import EXPLANATIONS_SCHEMA
+from apm.models.transforms import image_transform
+from apm.training.losses import kl_loss
 from jobs import explain as explain_job
 
 SIZE = 32  # crop side: small, so that the CPU tests stay quick

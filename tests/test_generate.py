@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from apm.distributions import SCORES
-from apm.schemas import SAMPLES_SCHEMA
+from apm.core.schemas import SAMPLES_SCHEMA
+from apm.votes.distributions import SCORES
 from jobs import generate as generate_job
 from pfagan.checkpoint import save_generator
 from pfagan.config import GANConfig

@@ -13,8 +13,8 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from apm import storage
-from apm.lease import (
+from apm.core import storage
+from apm.core.lease import (
     LEASE_FILE,
     LeaseHeldError,
     LeaseLostError,
@@ -88,7 +88,7 @@ def test_stale_lease_is_taken_over(out, caplog):
     assert lease_holder(out, stale_after_s=7200)["run_id"] == stale.run_id
     with pytest.raises(LeaseHeldError, match="other-host, pid 4242"):
         OutputLease(out, stale_after_s=7200).acquire()
-    with caplog.at_level(logging.WARNING, logger="apm.lease"):
+    with caplog.at_level(logging.WARNING, logger="apm.core.lease"):
         with OutputLease(out, stale_after_s=600) as lease:
             assert _read(out)["run_id"] == lease.record.run_id
     taken = [r for r in caplog.records if r.levelno == logging.WARNING and "taking over" in

@@ -8,9 +8,9 @@ import pytest
 import torch
 from scipy import stats
 
-from apm import metrics
-from apm.losses import LOSSES, distillation_kl, get_loss
 from apm.models import APM, APMConfig, APMOutput
+from apm.training.losses import LOSSES, distillation_kl, get_loss
+from apm.votes import metrics
 
 N = 64
 

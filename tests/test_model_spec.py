@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import PROJECT_ROOT, _free_port
 
-from apm import storage
+from apm.core import storage
 from apm.models import APM, APMConfig, CheckpointError, check_model_spec, checkpoint_bytes
 from jobs import _train, evaluate, explain, finetune, generate, score
 from pfagan.checkpoint import generator_bytes

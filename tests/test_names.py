@@ -8,9 +8,9 @@ import boto3
 import pytest
 from PIL import Image
 
-from apm import storage
-from apm.listing import ListingConfig, build_listing
-from apm.names import image_id_from_name, local_path, local_uri
+from apm.core import storage
+from apm.core.names import image_id_from_name, local_path, local_uri
+from apm.data.listing import ListingConfig, build_listing
 
 #: Names both stores keep, with the image id each one carries.
 NAMES: dict[str, int | None] = {

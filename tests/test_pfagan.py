@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import small_synthetic_ava
 
-from apm import storage
-from apm.synthetic.dataset import CATEGORY_TAGS, TAG_NAMES
+from apm.core import storage
+from apm.data.synthetic.dataset import CATEGORY_TAGS, TAG_NAMES
 from jobs import train_pfagan
 from pfagan.checkpoint import GeneratorCheckpointError, generator_bytes, load_generator, save_generator
 from pfagan.config import GANConfig

@@ -8,10 +8,11 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from apm.baselines import CEILING, CONSTANT
-from apm.headline import Figure
+from apm.core.schemas import BUCKET_RMSE_SCHEMA, MANIFEST_SCHEMA, PER_IMAGE_FIT_SCHEMA, SAMPLES_SCHEMA
 from apm.models import load_checkpoint
-from apm.schemas import BUCKET_RMSE_SCHEMA, MANIFEST_SCHEMA, PER_IMAGE_FIT_SCHEMA, SAMPLES_SCHEMA
+from apm.pipeline import GAN_SAMPLES_PER_CELL, STAGES
+from apm.reporting.headline import Figure
+from apm.votes.baselines import CEILING, CONSTANT
 from jobs import pipeline
 
 SMALL = ["--n", "40", "--size", "64", "--train-size", "32", "--train-epochs", "1",
@@ -50,7 +51,7 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
     assert samples.schema == SAMPLES_SCHEMA
     # every synthetic category x the demo's three conditioning means, each sample scored and
     # classified by a classifier trained on real photos
-    assert samples.num_rows == 10 * 3 * pipeline.GAN_SAMPLES_PER_CELL
+    assert samples.num_rows == 10 * 3 * GAN_SAMPLES_PER_CELL
     assert samples.column("pred_mean").null_count == 0
     assert samples.column("pred_category").null_count == 0
     report = (work / "report" / "report.md").read_text()
@@ -70,7 +71,7 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
     stamp = (work / "ava" / "manifest.parquet").stat().st_mtime_ns
     assert pipeline.main(SMALL) == 0
     out = capsys.readouterr().out
-    assert out.count("skipped: outputs exist") == len(pipeline.STAGES)
+    assert out.count("skipped: outputs exist") == len(STAGES)
     assert (work / "ava" / "manifest.parquet").stat().st_mtime_ns == stamp
 
     assert pipeline.main([*SMALL, "--force", "--until", "prepare"]) == 0
@@ -102,7 +103,7 @@ def test_pipeline_through_s3(s3_bucket, ray_local, capsys):
     assert pipeline.main(["--n", "20", "--size", "64", "--work", work, "--until", "fit_distributions"]) == 0
     out = capsys.readouterr().out
     assert f"{work}/ava/manifest.parquet" in out
-    from apm import storage
+    from apm.core import storage
 
     manifest = storage.read_table(f"{work}/ava/manifest.parquet")
     assert manifest.num_rows == 20

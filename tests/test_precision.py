@@ -6,13 +6,13 @@ import pytest
 from conftest import small_synthetic_ava
 from skimage import data as skdata
 
-from apm import storage
-from apm.evaluation import EvaluationPredictor
-from apm.inference import NO_ERROR
+from apm.core import storage
+from apm.core.rows import NO_ERROR
 from apm.models import APM, APMConfig, checkpoint_bytes
 from apm.models.predictor import Predictor
-from apm.preprocessing import image_transform
-from apm.scoring import ScorePredictor, scores_table
+from apm.models.transforms import image_transform
+from apm.stages.evaluation import EvaluationPredictor
+from apm.stages.scoring import ScorePredictor, scores_table
 from jobs import evaluate as evaluate_job
 from jobs import explain as explain_job
 from jobs import score as score_job
@@ -100,12 +100,12 @@ def _capture(monkeypatch, module) -> None:
 
 
 def test_every_stage_defaults_to_the_trained_crop(checkpoint, tmp_path, monkeypatch, ray_local):
-    import apm.evaluation
     import apm.explain.job
-    import apm.scoring
+    import apm.stages.evaluation
+    import apm.stages.scoring
 
     manifest, _ = small_synthetic_ava(tmp_path, n=8, seed=3)
-    for module in (apm.scoring, apm.evaluation, apm.explain.job):
+    for module in (apm.stages.scoring, apm.stages.evaluation, apm.explain.job):
         _capture(monkeypatch, module)
     argvs = {
         score_job: ["--input", manifest, "--output", str(tmp_path / "scores")],
@@ -130,10 +130,10 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def test_batch_size_defaults_to_the_devices():
-    from apm.batch_stage import DEFAULT_BATCH_SIZE
-    from apm.evaluation import EvaluationConfig
-    from apm.scoring import ScoreConfig
-    from apm.teacher_inference import TeacherJobConfig
+    from apm.stages.base import DEFAULT_BATCH_SIZE
+    from apm.stages.evaluation import EvaluationConfig
+    from apm.stages.scoring import ScoreConfig
+    from apm.stages.teacher import TeacherJobConfig
 
     configs = {
         "score": lambda **kw: ScoreConfig(input="in", out="out", model="random:resnet18", **kw),

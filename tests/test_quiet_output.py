@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from apm.schemas import MANIFEST_SCHEMA
+from apm.core.schemas import MANIFEST_SCHEMA
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

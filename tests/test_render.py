@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from apm.synthetic.attributes import CATEGORIES, Attributes
-from apm.synthetic.photometric import apply_photometric
-from apm.synthetic.render import render_scene
+from apm.data.synthetic.attributes import CATEGORIES, Attributes
+from apm.data.synthetic.photometric import apply_photometric
+from apm.data.synthetic.render import render_scene
 
 #: A well-exposed, clean, centred picture; tests change one attribute at a time.
 NEUTRAL = Attributes(

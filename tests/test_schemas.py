@@ -1,4 +1,4 @@
-"""The schemas in apm/schemas.py and their documentation in README.md stay in step."""
+"""The schemas in apm/core/schemas.py and their documentation in README.md stay in step."""
 from __future__ import annotations
 
 import re
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from apm.schemas import ALL_SCHEMAS
+from apm.core.schemas import ALL_SCHEMAS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

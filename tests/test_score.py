@@ -16,12 +16,12 @@ import torch
 from PIL import Image
 from skimage import data as skdata
 
-from apm import storage
-from apm.inference import NO_ERROR
-from apm.listing import ListingConfig, build_listing
-from apm.schemas import SCORES_SCHEMA
+from apm.core import storage
+from apm.core.rows import NO_ERROR
+from apm.core.schemas import SCORES_SCHEMA
+from apm.data.listing import ListingConfig, build_listing
 from apm.models import ModelSpec
-from apm.scoring import ScoreConfig, ScorePredictor, ShardWriter, run_score
+from apm.stages.scoring import ScoreConfig, ScorePredictor, ShardWriter, run_score
 from jobs import score as score_job
 
 MODEL = "random:resnet18"
@@ -319,8 +319,8 @@ def test_scores_of_synthetic_ava_cluster_by_category(ray_local, tmp_path):
     1-5, two sample draws), and 0.07 with the top-5 semantic vector (ImageNet classes describe
     procedural renders poorly). The test keeps a margin below the lowest.
     """
+    from apm.data.synthetic.dataset import SyntheticConfig, generate
     from apm.models import APMConfig, create_apm, save_checkpoint
-    from apm.synthetic.dataset import SyntheticConfig, generate
     from jobs import cluster as cluster_job
 
     generate(SyntheticConfig(n=300, size=160, seed=0), str(tmp_path / "syn"))

@@ -17,12 +17,12 @@ from PIL import Image
 from skimage import data as skdata
 from tcp_proxy import TcpProxy
 
-from apm import storage
-from apm.inference import KIND_TRANSIENT, WORKER_DIED, predict_rows
-from apm.lease import OutputLease
-from apm.preprocessing import image_transform
-from apm.scoring import SHARD_KEY, ScoreConfig, ScorePredictor, run_score
-from apm.models.transforms import ImageTransform
+from apm.core import storage
+from apm.core.lease import OutputLease
+from apm.core.rows import KIND_TRANSIENT, WORKER_DIED
+from apm.models.transforms import ImageTransform, image_transform
+from apm.stages.inference import predict_rows
+from apm.stages.scoring import SHARD_KEY, ScoreConfig, ScorePredictor, run_score
 from jobs import score as score_job
 
 MODEL = "random:resnet18"

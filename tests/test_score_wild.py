@@ -14,9 +14,9 @@ from PIL import Image
 from test_names import NAMES
 from wild_images import wild_images
 
-from apm import storage
-from apm.decode import DecodeError, ImageLimits
-from apm.preprocessing import image_transform
+from apm.core import storage
+from apm.data.decode import DecodeError, ImageLimits
+from apm.models.transforms import image_transform
 from jobs import score as score_job
 
 MODEL = "random:resnet18"

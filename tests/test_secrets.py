@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from apm import storage
+from apm.core import storage
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from apm import storage
+from apm.core import storage
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -6,11 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from apm import storage
-from apm.ava import read_ava_package
-from apm.schemas import SYNTHETIC_TRUTH_SCHEMA
-from apm.synthetic import aesthetics
-from apm.synthetic.attributes import CATEGORIES
+from apm.core import storage
+from apm.core.schemas import SYNTHETIC_TRUTH_SCHEMA
+from apm.data.ava import read_ava_package
+from apm.data.synthetic import aesthetics
+from apm.data.synthetic.attributes import CATEGORIES
 from jobs import make_synthetic
 
 SCORES = np.arange(1, 11)

@@ -14,9 +14,9 @@ from skimage import data as skdata
 from sklearn.datasets import load_sample_image
 from torchvision import models as tv_models
 
-from apm import storage
-from apm.schemas import TEACHER_SCHEMA
-from apm.teacher import (
+from apm.core import storage
+from apm.core.schemas import TEACHER_SCHEMA
+from apm.models.teachers import (
     DEFAULT_TEACHER,
     TORCHVISION_TRANSFORM,
     Teacher,
@@ -222,7 +222,7 @@ def test_job_on_a_manifest_in_s3(s3_bucket, photos, ray_local, capsys):
 
 
 def test_job_at_a_smaller_crop_still_recognises_real_photos(tmp_path, photos, ray_local, probs):
-    from apm.teacher_inference import TeacherJobConfig
+    from apm.stages.teacher import TeacherJobConfig
 
     config = TeacherJobConfig(input="x", out="y", image_size=160)
     assert (config.transform.crop_size, config.transform.resize_size) == (160, 183)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import small_synthetic_ava
 
-from apm import storage
+from apm.core import storage
 from apm.models import load_checkpoint, trained_image_size
 from apm.training.data import IngestConfig, image_dataset, training_rows
 from apm.training.loop import TrainConfig

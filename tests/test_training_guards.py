@@ -13,7 +13,7 @@ import torch.multiprocessing as mp
 from conftest import small_synthetic_ava
 from ray.train import ControllerError, TrainingFailedError, WorkerGroupError
 
-from apm import storage
+from apm.core import storage
 from apm.training.data import training_rows
 from apm.training.guard import LossGuard, NonFiniteLossError
 from apm.training.loop import STATE_FILE, TrainConfig

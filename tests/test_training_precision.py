@@ -1,4 +1,4 @@
-"""The training side of the precision policy (apm.precision), on CPU: with --precision bf16 the
+"""The training side of the precision policy (apm.core.precision), on CPU: with --precision bf16 the
 backbone runs under bfloat16 autocast, the heads and losses in float32, so the KL, CDLoss and
 Euclidean losses stay within 0.5% of float32's (computed on bf16 logits, as before, KL was off
 by 0.8% on this model)."""

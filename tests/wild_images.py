@@ -8,9 +8,9 @@ palette, 16-bit, CMYK, LA and other modes; multi-frame GIF, TIFF, WebP and APNG;
 zero bytes. The corpus is deterministic and small (a few hundred objects, about 2 MB).
 
 Names are plain ASCII, ``FORMAT-CASE`` with a suffix the jobs list (the format's own where it
-is one of :data:`apm.inference.IMAGE_SUFFIXES`, else ``.jpg``: libraries hold files whose
+is one of :data:`apm.core.rows.IMAGE_SUFFIXES`, else ``.jpg``: libraries hold files whose
 suffix lies). A valid-looking file may still be refused by a limit; every object must become
-a crop or a :class:`apm.decode.DecodeError`, never another exception.
+a crop or a :class:`apm.data.decode.DecodeError`, never another exception.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from apm.inference import IMAGE_SUFFIXES
+from apm.core.rows import IMAGE_SUFFIXES
 
 #: Modes tried in every format, besides the primary file's.
 MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK", "I;16", "I", "F", "YCbCr")

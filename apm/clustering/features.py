@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from apm.inference import STATUS_OK
-from apm.schemas import NUM_IMAGENET_CLASSES, TEACHER_TOP_K
+from apm.core.rows import STATUS_OK
+from apm.core.schemas import NUM_IMAGENET_CLASSES, TEACHER_TOP_K
 
 FEATURES = ("embedding", "semantic")
 

@@ -1,7 +1,7 @@
 """The Ray Data passes of distributed k-means; the driver only adds up per-batch results.
 
 1. :func:`read_prepared`: one Ray Data task per Parquet file reads its needed columns through
-   :func:`apm.storage.arrow_filesystem` (local folders and ``s3://`` alike), prepares them
+   :func:`apm.core.storage.arrow_filesystem` (local folders and ``s3://`` alike), prepares them
    (:func:`apm.clustering.features.prepare_batch`), and the result is materialised in the
    object store, where the later passes find it without reading Parquet again.
 2. :func:`census`: counts and checks (:class:`apm.clustering.source.Census`).
@@ -27,10 +27,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from apm import storage
 from apm.clustering.features import FeatureSpec, prepare_batch, vectors
 from apm.clustering.kmeans import KMeansConfig, Partial, nearest, partial_stats, update_centroids
 from apm.clustering.source import Census, census_batch
+from apm.core import storage
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ CARRIED_COLUMNS = ["uri", "image_id", "key", "top1", "mean"]
 
 def _read_files(batch: dict[str, np.ndarray], spec: FeatureSpec, seed: int, batch_size: int,
                 storage_env: dict[str, str]) -> Iterator[pa.Table]:
-    """Prepared batches of every file of ``batch``, read with pyarrow through :mod:`apm.storage`."""
+    """Prepared batches of every file of ``batch``, read with pyarrow through :mod:`apm.core.storage`."""
     storage.apply_env(storage_env)
     for uri in batch["file"]:
         fs, path = storage.arrow_filesystem(str(uri))

@@ -1,7 +1,7 @@
 """Contact sheets: per cluster, one PNG of the photos nearest to its centroid, nearest first.
 
-The photos are read (:func:`apm.storage.read_bytes`) and decoded into square thumbnails
-(:func:`apm.decode.decode_image`, short side ``size``, centre crop) in Ray Data tasks. A photo
+The photos are read (:func:`apm.core.storage.read_bytes`) and decoded into square thumbnails
+(:func:`apm.data.decode.decode_image`, short side ``size``, centre crop) in Ray Data tasks. A photo
 that cannot be read or decoded, or is over the limits, is left out of its sheet and reported,
 never fatal.
 """
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from matplotlib.figure import Figure
 
-from apm import storage
-from apm.decode import DEFAULT_LIMITS, ImageLimits, decode_image, read_image_bytes
-from apm.fit_report import png_bytes
-from apm.inference import NO_ERROR
+from apm.core import storage
+from apm.core.rows import NO_ERROR
+from apm.data.decode import DEFAULT_LIMITS, ImageLimits, decode_image, read_image_bytes
+from apm.votes.fit_report import png_bytes
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from apm import storage
 from apm.clustering.features import FeatureSpec, embedding_lengths, is_ok, usable
-from apm.schemas import NUM_IMAGENET_CLASSES, SCORES_FOLDER
+from apm.core import storage
+from apm.core.schemas import NUM_IMAGENET_CLASSES, SCORES_FOLDER
 
 #: Where the scoring job writes its table under its output folder.
 

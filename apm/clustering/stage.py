@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from apm import storage
 from apm.clustering.features import FeatureSpec
 from apm.clustering.kmeans import KMeansConfig, best_seeding
 from apm.clustering.passes import assignments, census, draw_sample, lloyd, read_prepared
@@ -23,8 +22,9 @@ from apm.clustering.sheets import contact_sheet, load_thumbnails
 from apm.clustering.source import check_columns, scores_files
 from apm.clustering.summary import ClusterStats
 from apm.clustering.truth import compare_with_truth, read_truth
-from apm.decode import DEFAULT_LIMITS, ImageLimits
-from apm.schemas import CLUSTERS_SCHEMA
+from apm.core import storage
+from apm.core.schemas import CLUSTERS_SCHEMA
+from apm.data.decode import DEFAULT_LIMITS, ImageLimits
 
 log = logging.getLogger(__name__)
 

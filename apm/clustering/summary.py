@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from apm.schemas import CLUSTER_SUMMARY_SCHEMA, NUM_BINS
+from apm.core.schemas import CLUSTER_SUMMARY_SCHEMA, NUM_BINS
 
 #: How many of a cluster's commonest top-1 classes the summary names.
 TOP_CLASSES = 5

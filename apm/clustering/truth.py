@@ -14,8 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sklearn.metrics import adjusted_rand_score
 
-from apm import storage
 from apm.clustering.source import require_columns
+from apm.core import storage
 
 TRUTH_COLUMNS = ("image_id", "category")
 

@@ -1,7 +1,7 @@
 """The explanation job: photos -> perturbations, heatmaps, panels and ``OUT/explanations.parquet``.
 
 :func:`run_explain` selects the photos (:mod:`apm.explain.source`), runs the shared inference
-pipeline (:func:`apm.inference.predict_rows`) with :class:`~apm.explain.predictor.ExplainPredictor`
+pipeline (:func:`apm.stages.inference.predict_rows`) with :class:`~apm.explain.predictor.ExplainPredictor`
 actors, and writes one table, ``OUT/explanations.parquet`` (``EXPLANATIONS_SCHEMA``), with one
 row per chosen photo and direction, sorted by the photo's position in the input and then by
 direction. A photo that cannot be read, decoded or written keeps its rows with
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pyarrow as pa
 
-from apm import storage
-from apm.batch_stage import Tally, check_batch_options
-from apm.decode import DEFAULT_LIMITS, ImageLimits
+from apm.core import storage
+from apm.core.rows import STATUS_ERROR, STATUS_OK
+from apm.core.schemas import EXPLANATIONS_SCHEMA
+from apm.data.decode import DEFAULT_LIMITS, ImageLimits
 from apm.explain.attack import DIRECTIONS, AttackConfig
 from apm.explain.heatmap import HeatmapConfig
 from apm.explain.predictor import (
@@ -30,10 +31,10 @@ from apm.explain.predictor import (
     artefact_uri,
 )
 from apm.explain.source import Selection, select_inputs
-from apm.inference import STATUS_ERROR, STATUS_OK, default_concurrency, predict_rows
 from apm.models import ModelSpec
-from apm.preprocessing import image_transform
-from apm.schemas import EXPLANATIONS_SCHEMA
+from apm.models.transforms import image_transform
+from apm.stages.base import Tally, check_batch_options
+from apm.stages.inference import default_concurrency, predict_rows
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class ExplainConfig:
     selection: Selection = field(default_factory=Selection)
     panels: bool = True
     device: str = "cpu"
-    precision: str | None = None  # fp32 | bf16; default: the device's (apm.precision)
+    precision: str | None = None  # fp32 | bf16; default: the device's (apm.core.precision)
     image_size: int | None = None  # default: the checkpoint's training crop, else 224
     batch_size: int = 16
     concurrency: int | None = None  # actors; default one per GPU / CPU of the cluster

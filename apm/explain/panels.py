@@ -13,7 +13,7 @@ from matplotlib.patches import Rectangle
 from PIL import Image
 
 from apm.explain.heatmap import Box
-from apm.fit_report import png_bytes
+from apm.votes.fit_report import png_bytes
 
 #: Heatmap opacity over the original in the panel's third image.
 OVERLAY_ALPHA = 0.6

@@ -2,24 +2,25 @@
 
 Each actor builds the model once (scoring's predictor: eval mode, parameters frozen) and, for
 every good crop of a batch and every direction asked for, runs
-:func:`apm.explain.attack.attack`, computes the heatmap and its peak region and writes ``OUT/heatmaps/ROW-DIRECTION.png`` and (unless panels
-are off) ``OUT/panels/ROW-DIRECTION.png``, where ROW is the photo's position in the job's input
-table. The PNGs are written where the work is done, so no image travels back to the driver;
-only numbers do. A photo whose PNG cannot be written keeps its row with the reason in ``error``.
+:func:`apm.explain.attack.attack`, computes the heatmap and its peak region and writes
+``OUT/heatmaps/ROW-DIRECTION.png`` and (unless panels are off)
+``OUT/panels/ROW-DIRECTION.png``, where ROW is the photo's position in the job's input table.
+The PNGs are written where the work is done, so no image travels back to the driver; only
+numbers do. A photo whose PNG cannot be written keeps its row with the reason in ``error``.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from apm import storage
-from apm.batch_stage import BatchStage
+from apm.core import storage
+from apm.core.rows import NO_ERROR
 from apm.explain.attack import AttackConfig, attack, perturbation_norm
 from apm.explain.heatmap import Box, HeatmapConfig, change_heatmap, peak_bbox
 from apm.explain.panels import heatmap_png, panel_png, to_uint8
-from apm.inference import NO_ERROR
 from apm.models import ModelSpec
 from apm.models.predictor import Predictor
+from apm.stages.base import BatchStage
 
 HEATMAPS_FOLDER, PANELS_FOLDER = "heatmaps", "panels"
 

@@ -5,7 +5,7 @@
 * the scoring job's output folder (it holds ``scores/``, ``SCORES_SCHEMA``): only rows with
   status ``ok`` are explained, and a selection can pick the lowest or highest predicted means;
   error rows of the scores table are counted, not explained;
-* anything else the scoring job lists (:mod:`apm.listing`): a folder or ``s3://`` prefix of
+* anything else the scoring job lists (:mod:`apm.data.listing`): a folder or ``s3://`` prefix of
   photos, or a manifest ``.parquet`` (rows whose ``image_status`` is not ok are error rows).
   The listing goes to ``OUT/_listing``, listed afresh by every run.
 
@@ -20,11 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from apm import storage
 from apm.clustering.source import require_columns, scores_files
-from apm.inference import STATUS_OK
-from apm.listing import LISTING_FOLDER, ListingConfig, fresh_listing
-from apm.schemas import SCORES_FOLDER
+from apm.core import storage
+from apm.core.rows import STATUS_OK
+from apm.core.schemas import SCORES_FOLDER
+from apm.data.listing import LISTING_FOLDER, ListingConfig, fresh_listing
 
 SELECTIONS = ("first", "random", "lowest", "highest")
 BY_SCORE = ("lowest", "highest")  # the selections that need a scores input

@@ -22,6 +22,8 @@ from efficientnet_lite_pytorch import EfficientNet
 from torch import nn
 from torchvision import models as tv_models
 
+from apm.core.registry import Registry
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -55,7 +57,7 @@ class _Entry:
     normalisation: Normalisation
 
 
-_BACKBONES: dict[str, _Entry] = {}
+_BACKBONES: Registry[_Entry] = Registry("backbone")
 
 
 def register_backbone(name: str, normalisation: Normalisation = IMAGENET_NORMALISATION,
@@ -66,35 +68,26 @@ def register_backbone(name: str, normalisation: Normalisation = IMAGENET_NORMALI
     without building the network.
     """
 
-    def register(builder: BackboneBuilder) -> BackboneBuilder:
-        if name in _BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
-        _BACKBONES[name] = _Entry(builder, normalisation)
-        return builder
-
-    return register
+    return _BACKBONES.decorator(name, lambda builder: _Entry(builder, normalisation))
 
 
 def list_backbones() -> list[str]:
     """Names accepted by :func:`create_backbone`, sorted."""
-    return sorted(_BACKBONES)
+    return _BACKBONES.names()
 
 
 def check_backbone(name: str) -> None:
     """ValueError listing the choices unless ``name`` is registered."""
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())}")
+    _BACKBONES.check(name)
 
 
 def create_backbone(name: str) -> Backbone:
     """A freshly built, randomly initialised backbone."""
-    check_backbone(name)
     return _BACKBONES[name].builder()
 
 
 def input_normalisation(name: str) -> Normalisation:
     """The input normalisation of backbone ``name``: ``(pixels / 255 - mean) / std``."""
-    check_backbone(name)
     return _BACKBONES[name].normalisation
 
 

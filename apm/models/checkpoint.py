@@ -4,7 +4,7 @@ A checkpoint holds only tensors, strings and numbers, so ``torch.load(..., weigh
 reads it and loading one never runs pickled code. It records the architecture
 (``APMConfig``), so a checkpoint can be rebuilt without being told what it is, and loading it as
 something else fails with both architectures named instead of a list of missing keys.
-Checkpoints are written and read through :mod:`apm.storage`, i.e. local paths or ``s3://`` URIs,
+Checkpoints are written and read through :mod:`apm.core.storage`, i.e. local paths or ``s3://`` URIs,
 or handled as bytes (e.g. for a Ray Train checkpoint).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import asdict, fields
 import torch
 from torch import Tensor
 
-from apm import storage
+from apm.core import storage
 from apm.models.apm import APM, APMConfig
 from apm.models.weights import WeightsMismatchError, load_exact
 

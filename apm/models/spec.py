@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from apm import storage
+from apm.core import storage
 from apm.models.apm import APM, APMConfig
 from apm.models.backbones import list_backbones
 from apm.models.checkpoint import (

@@ -11,7 +11,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from apm.decode import DEFAULT_LIMITS, ImageLimits, decode_image, resize_center_crop
+from apm.data.decode import DEFAULT_LIMITS, ImageLimits, decode_image, resize_center_crop
+from apm.models.backbones import input_normalisation
+
+#: Short side before the centre crop = crop * ratio (256 for 224), as in training.
+RESIZE_RATIO = 8 / 7
 
 
 @dataclass(frozen=True)
@@ -19,7 +23,7 @@ class ImageTransform:
     """The input a teacher's weights expect, ImageNet's evaluation protocol.
 
     The short side is resized to ``resize_size`` (bilinear, antialiased, as
-    :func:`apm.decode.decode_image` does), the central ``crop_size`` square is kept, and the
+    :func:`apm.data.decode.decode_image` does), the central ``crop_size`` square is kept, and the
     pixels become ``(x / 255 - mean) / std`` per channel. A 256 -> 224 crop keeps 87.5 % of the
     short side, which is both torchvision's and TensorFlow's EfficientNet protocol
     (``CROP_PADDING = 32``).
@@ -31,7 +35,7 @@ class ImageTransform:
     std: tuple[float, float, float]
 
     def crop_bytes(self, data: bytes, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
-        """(crop, crop, 3) uint8 from an encoded photo; :class:`apm.decode.DecodeError` if bad."""
+        """(crop, crop, 3) uint8 from an encoded photo; :class:`apm.data.decode.DecodeError` if bad."""
         return self.crop_decoded(data, limits)[0]
 
     def crop_decoded(self, data: bytes, limits: ImageLimits = DEFAULT_LIMITS
@@ -65,3 +69,15 @@ class ImageTransform:
         mean = torch.tensor(self.mean, device=crops.device).view(1, 3, 1, 1) * 255
         std = torch.tensor(self.std, device=crops.device).view(1, 3, 1, 1) * 255
         return (crops.permute(0, 3, 1, 2).float() - mean) / std
+
+
+def resize_size(image_size: int, ratio: float = RESIZE_RATIO) -> int:
+    return int(round(image_size * ratio))
+
+
+def image_transform(backbone: str, image_size: int) -> ImageTransform:
+    """The evaluation crop of training for ``backbone``: short side ``image_size * 8/7``,
+    centre crop, the backbone's normalisation."""
+    norm = input_normalisation(backbone)
+    return ImageTransform(resize_size=resize_size(image_size), crop_size=image_size,
+                          mean=norm.mean, std=norm.std)

@@ -14,11 +14,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from apm import storage
-from apm.decode import DEFAULT_LIMITS, DecodeError, ImageLimits, decode_image, random_crop, read_image_bytes
-from apm.fit_report import votes_from_manifest
-from apm.inference import retrying_task_args
-from apm.preprocessing import RESIZE_RATIO, resize_size
+from apm.core import storage
+from apm.core.rows import retrying_task_args
+from apm.data.decode import (
+    DEFAULT_LIMITS,
+    DecodeError,
+    ImageLimits,
+    decode_image,
+    random_crop,
+    read_image_bytes,
+)
+from apm.models.transforms import RESIZE_RATIO, resize_size
+from apm.votes.fit_report import votes_from_manifest
 
 log = logging.getLogger(__name__)
 

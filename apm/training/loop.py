@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from apm.losses import distillation_kl, get_loss
+from apm.core.precision import backbone_autocast, fp32, resolve_precision
 from apm.models import APM, APMConfig, APMOutput, checkpoint_bytes, create_apm, input_normalisation
-from apm.precision import backbone_autocast, fp32, resolve_precision
 from apm.training.guard import LossGuard
+from apm.training.losses import distillation_kl, get_loss
 from apm.training.schedule import check_schedule, lr_factor
 
 TASKS = ("distill", "finetune")
@@ -33,7 +33,7 @@ class TrainConfig:
     task: str  # 'distill': semantic head learns the teacher; 'finetune': score distributions
     backbone: str = "efficientnet_lite0"
     init: str = "random"  # see apm.models.list_inits(): random, imagenet:PATH, teacher, checkpoint:URI
-    loss: str = "kl"  # fine-tuning loss (apm.losses): kl, cdloss, euclidean; mse_mean = baseline
+    loss: str = "kl"  # fine-tuning loss (apm.training.losses): kl, cdloss, euclidean; mse_mean = baseline
     semantic_weight: float = 0.0  # fine-tuning: weight of KL(teacher || semantic head)
     temperature: float = 2.0  # distillation temperature
     epochs: int = 5
@@ -49,7 +49,7 @@ class TrainConfig:
     image_size: int = 224
     num_workers: int = 2
     use_gpu: bool = False
-    # apm.precision: 'bf16' runs the backbone under bfloat16 autocast, 'fp32' all in float32;
+    # apm.core.precision: 'bf16' runs the backbone under bfloat16 autocast, 'fp32' all in float32;
     # None: bf16 on GPUs, fp32 on CPUs. Heads and losses are float32 either way.
     precision: str | None = None
     # CPUs reserved per worker; leave some of the cluster to Ray Data's decoding, or the
@@ -82,7 +82,7 @@ class TrainConfig:
 
 
 class MixedPrecisionAPM(torch.nn.Module):
-    """An APM's training forward under the precision policy (:mod:`apm.precision`): the
+    """An APM's training forward under the precision policy (:mod:`apm.core.precision`): the
     backbone under ``precision``'s autocast, the heads on its features in float32, so that
     logits, softmaxes and losses never see bf16 (a bf16 softmax puts a few per cent into a
     loss and its gradients)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from apm import storage
+from apm.core import storage
 from apm.training.loop import STATE_FILE
 
 RUN_FILE = "run.json"

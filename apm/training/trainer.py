@@ -1,51 +1,17 @@
-"""Building and running the Ray Train ``TorchTrainer`` for a :class:`TrainConfig`."""
+"""Training APM with Ray Train for a :class:`TrainConfig`, and reading back its result."""
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 
 import pyarrow as pa
 import torch
 
-from apm import progress, storage
-from apm.decode import DEFAULT_LIMITS, ImageLimits
+from apm.core import storage
+from apm.data.decode import DEFAULT_LIMITS, ImageLimits
 from apm.training.data import IngestConfig, image_dataset
-from apm.training.guard import StopOnNonFiniteLoss, nonfinite_cause
+from apm.training.guard import nonfinite_cause
 from apm.training.loop import MODEL_FILE, STATE_FILE, TrainConfig, train_loop_per_worker
-from apm.training.runs import prepare_run
-
-log = logging.getLogger(__name__)
-
-
-def run_config(name: str, storage_uri: str, max_failures: int):
-    """Where checkpoints go (local or S3 through the project's storage layer) and how to recover."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
-
-    fs, path = storage.arrow_filesystem(storage_uri)
-    storage.makedirs(storage_uri)
-    return RunConfig(name=name, storage_path=path, storage_filesystem=fs,
-                     logging_config=progress.train_logging_config(),  # Ray Train's own console
-                     # max_failures restarts cure crashes; a NaN loss would only recur.
-                     failure_config=FailureConfig(max_failures=max_failures),
-                     callbacks=[StopOnNonFiniteLoss()],
-                     checkpoint_config=CheckpointConfig(num_to_keep=2),
-                     # Workers read photos and initial weights through apm.storage too (the
-                     # S3 settings; credentials come from each node's own environment).
-                     worker_runtime_env={"env_vars": storage.ray_env_vars()})
-
-
-def warn_if_no_cpu_for_data(num_workers: int, cpus_per_worker: float) -> None:
-    """Ray Data decodes the photos with the CPUs the training workers leave free; with none left
-    training waits forever unless the cluster grows, so say so before it starts."""
-    import ray
-
-    total = ray.cluster_resources().get("CPU", 0.0)
-    left = total - num_workers * cpus_per_worker
-    if left < 1:
-        log.warning("%d workers x %g CPUs reserve %g of the cluster's %g CPUs, leaving %g to decode "
-                    "photos: training will wait for data unless the cluster adds nodes; lower "
-                    "--cpus-per-worker or --num-workers", num_workers, cpus_per_worker,
-                    num_workers * cpus_per_worker, total, max(left, 0.0))
+from apm.training.ray_trainer import WorkerGroup, torch_trainer
 
 
 def fit(cfg: TrainConfig, rows: pa.Table, storage_uri: str, name: str, max_failures: int = 2,
@@ -58,30 +24,18 @@ def fit(cfg: TrainConfig, rows: pa.Table, storage_uri: str, name: str, max_failu
     the run was started with (RunMismatchError); ``force`` starts the run over. Raises Ray's
     TrainingFailedError when training fails (see :func:`describe_failure`).
     """
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     if cfg.needs_teacher and "teacher" not in rows.column_names:
         raise ValueError(f"task {cfg.task!r} needs teacher probabilities (--teacher)")
-    prepare_run(storage_uri, name, {**asdict(cfg), **(data or {})}, force)
-    if cfg.use_gpu and not torch.cuda.is_available():
-        log.warning("use_gpu: this driver sees no GPU; the workers must have them")
-    warn_if_no_cpu_for_data(cfg.num_workers, cfg.cpus_per_worker)
-    dataset = image_dataset(rows, IngestConfig(image_size=cfg.image_size, limits=limits,
-                                               shuffle=cfg.shuffle, seed=cfg.seed))
     # Ray Data splits the rows equally between the workers; the last partial batch is dropped.
     steps_per_epoch = max(1, rows.num_rows // cfg.num_workers // cfg.batch_size)
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"train": asdict(cfg), "steps_per_epoch": steps_per_epoch},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker,
-                                                           **({"GPU": 1} if cfg.use_gpu else {})}),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        run_config=run_config(name, storage_uri, max_failures),
-        datasets={"train": dataset},
-    )
-    return trainer.fit()
+    ingest = IngestConfig(image_size=cfg.image_size, limits=limits, shuffle=cfg.shuffle,
+                          seed=cfg.seed)
+    return torch_trainer(
+        train_loop_per_worker, {"train": asdict(cfg), "steps_per_epoch": steps_per_epoch},
+        WorkerGroup(cfg.num_workers, cfg.use_gpu, cfg.cpus_per_worker), storage_uri=storage_uri,
+        name=name, run_record={**asdict(cfg), **(data or {})},
+        datasets=lambda: {"train": image_dataset(rows, ingest)}, max_failures=max_failures,
+        force=force).fit()
 
 
 def describe_failure(err: BaseException) -> str:

@@ -1,0 +1,2 @@
+"""Core I/O and contracts: storage, table schemas, names, leases, logging and progress,
+Ray start-up, precision."""

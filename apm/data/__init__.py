@@ -1,0 +1,1 @@
+"""Inputs: the AVA tables, manifests, listings of a library, decoding photos, the synthetic AVA."""

@@ -1,0 +1,1 @@
+"""Reports: markdown sections, plots, headline figures."""

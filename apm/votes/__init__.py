@@ -1,0 +1,1 @@
+"""Vote histograms: distributions and their fits, metrics, baselines."""

@@ -1,0 +1,1 @@
+"""Benchmark jobs (``python -m benchmarks.NAME``); their figures go into docs/."""
