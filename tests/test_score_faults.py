@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from skimage import data as skdata
-from tcp_proxy import TcpProxy
 
 from apm import storage
 from apm.inference import KIND_TRANSIENT, WORKER_DIED, predict_rows
@@ -24,6 +23,7 @@ from apm.preprocessing import image_transform
 from apm.scoring import SHARD_KEY, ScoreConfig, ScorePredictor, run_score
 from apm.models.transforms import ImageTransform
 from jobs import score as score_job
+from jobs._tcp_proxy import TcpProxy
 
 MODEL = "random:resnet18"
 SIZE = 32
