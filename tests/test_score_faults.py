@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 from skimage import data as skdata
-from tcp_proxy import TcpProxy
 
 from apm.core import storage
 from apm.core.lease import OutputLease
@@ -23,6 +22,7 @@ from apm.core.rows import KIND_TRANSIENT, WORKER_DIED
 from apm.models.transforms import ImageTransform, image_transform
 from apm.stages.inference import predict_rows
 from apm.stages.scoring import SHARD_KEY, ScoreConfig, ScorePredictor, run_score
+from benchmarks._tcp_proxy import TcpProxy
 from jobs import score as score_job
 
 MODEL = "random:resnet18"

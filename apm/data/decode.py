@@ -88,12 +88,35 @@ DEFAULT_LIMITS = ImageLimits()
 def read_image_bytes(uri: str, limits: ImageLimits, size: int | None = None) -> bytes:
     """The encoded photo at ``uri``: refused before reading when ``size`` (the listing's) is over
     ``limits.max_bytes``, and by a bounded read when the listing did not say."""
-    limits.check_bytes(size)
+    outcome = read_images([(uri, size)], limits)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def read_images(photos: list[tuple[str, int | None]],
+                limits: ImageLimits) -> list[bytes | BaseException]:
+    """:func:`read_image_bytes` of many ``(uri, listed size)`` at once, the reads concurrent
+    (:func:`apm.core.storage.read_many`): per photo its bytes or the error it would raise."""
+    outcomes: list[bytes | BaseException | None] = [_refused(size, limits) for _, size in photos]
+    wanted = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    read = storage.read_many([storage.ReadRequest(photos[i][0], limits.max_bytes)
+                              for i in wanted])
+    for i, outcome in zip(wanted, read):
+        if isinstance(outcome, storage.ObjectTooLargeError):
+            outcome = DecodeError(f"more than {_amount(limits.max_bytes)} exceeds --max-bytes "
+                                  f"{limits.max_bytes}")
+        outcomes[i] = outcome
+    return outcomes
+
+
+def _refused(size: int | None, limits: ImageLimits) -> DecodeError | None:
+    """Why a photo of listed ``size`` is not read (None: it is)."""
     try:
-        return storage.read_bytes(uri, max_bytes=limits.max_bytes)
-    except storage.ObjectTooLargeError:
-        raise DecodeError(f"more than {_amount(limits.max_bytes)} exceeds --max-bytes "
-                          f"{limits.max_bytes}") from None
+        limits.check_bytes(size)
+    except DecodeError as err:
+        return err
+    return None
 
 
 _pillow_limit_lock = threading.Lock()

@@ -1,8 +1,9 @@
 """Batch inference over photos with Ray Data: the one pipeline of the teacher, evaluation and scoring.
 
-Photos are read and decoded (:func:`decode_batch`) into small uint8 crops for a pool of actors
-that each load their model once (Ray's batch-inference pattern: a callable class, ``__call__``
-on a dict of numpy arrays). With GPUs, decoding runs in a bounded pool of CPU tasks that feeds
+Photos are read (all of a batch's reads at once, so that a far store's latency is paid per
+batch, not per photo) and decoded (:func:`decode_batch`) into small uint8 crops for a pool of
+actors that each load their model once (Ray's batch-inference pattern: a callable class,
+``__call__`` on a dict of numpy arrays). With GPUs, decoding runs in a bounded pool of CPU tasks that feeds
 one actor per GPU; on CPUs Ray Data fuses decoding into the actors (same resources), which
 saves a copy through the object store. A photo that is missing, unreadable, too large or not an
 image keeps its row with the reason in ``error``; it never stops the job.
@@ -27,7 +28,7 @@ from apm.core.rows import (
     WORKER_DIED,
     retrying_task_args,
 )
-from apm.data.decode import DEFAULT_LIMITS, DecodeError, ImageLimits, read_image_bytes
+from apm.data.decode import DEFAULT_LIMITS, DecodeError, ImageLimits, read_images
 
 if TYPE_CHECKING:  # torch stays out of processes that only list objects
     from apm.models.transforms import ImageTransform
@@ -78,7 +79,8 @@ def _pool(concurrency: PoolSize, isolated: bool):
 def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
                  storage_env: dict[str, str], limits: ImageLimits = DEFAULT_LIMITS,
                  isolated: bool = False) -> dict[str, np.ndarray]:
-    """Read and decode each photo into a uint8 crop; a fault of the photo becomes ``error``.
+    """Read each photo (all of the batch's reads at once, :func:`_fetch`) and decode it into a
+    uint8 crop; a fault of the photo becomes ``error``.
 
     Also returns each photo's stored ``width`` and ``height`` (0 where it failed) and its
     ``error_kind``. A fault of the store (:class:`apm.core.storage.TransientStorageError`, after
@@ -91,19 +93,13 @@ def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
     n = len(batch["uri"])
     crops = np.zeros((n, size, size, 3), dtype=np.uint8)
     width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
-    known = batch.get("error")
-    sizes = batch.get("size")
     errors, kinds = [], []
-    for i, uri in enumerate(batch["uri"]):
+    for i, fetched in enumerate(_fetch(batch, limits)):
         kind = KIND_PERMANENT
         try:
-            if known is not None and known[i]:
-                raise DecodeError(str(known[i]))
-            listed = sizes[i] if sizes is not None else None
-            # NaN or None: the listing does not know the size (a manifest row).
-            listed = int(listed) if listed is not None and listed == listed else None
-            data = read_image_bytes(str(uri), limits, listed)
-            crops[i], width[i], height[i] = transform.crop_decoded(data, limits)
+            if isinstance(fetched, BaseException):
+                raise fetched
+            crops[i], width[i], height[i] = transform.crop_decoded(fetched, limits)
             errors.append(NO_ERROR)
             kinds.append(NO_ERROR)
             continue
@@ -122,6 +118,30 @@ def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
     return {"row": batch["row"], "error": np.array(errors, dtype=object),
             "error_kind": np.array(kinds, dtype=object), "crop": crops,
             "width": width, "height": height}
+
+
+def _fetch(batch: dict[str, np.ndarray], limits: ImageLimits) -> list[bytes | BaseException]:
+    """The encoded bytes of each row of ``batch``, or why there are none: its known error (a
+    :class:`DecodeError`, not read) or what reading it raised. The reads of the whole batch
+    run concurrently (:func:`apm.data.decode.read_images`): a round trip to the store per
+    :data:`apm.core.storage.MAX_READS_IN_FLIGHT` photos, not per photo."""
+    known = batch.get("error")
+    sizes = batch.get("size")
+    outcomes: list[bytes | BaseException | None] = [
+        DecodeError(str(known[i])) if known is not None and known[i] else None
+        for i in range(len(batch["uri"]))]
+    wanted = [i for i, outcome in enumerate(outcomes) if outcome is None]
+    read = read_images([(str(batch["uri"][i]), _listed_size(sizes, i)) for i in wanted], limits)
+    for i, outcome in zip(wanted, read):
+        outcomes[i] = outcome
+    return outcomes
+
+
+def _listed_size(sizes: np.ndarray | None, i: int) -> int | None:
+    """Row ``i``'s size in the listing; None where it does not know (NaN or None: a manifest
+    row)."""
+    listed = sizes[i] if sizes is not None else None
+    return int(listed) if listed is not None and listed == listed else None
 
 
 class _PoolActor:

@@ -37,7 +37,7 @@ def run_config(name: str, storage_uri: str, max_failures: int):
                      failure_config=FailureConfig(max_failures=max_failures),
                      callbacks=[StopOnNonFiniteLoss()],
                      checkpoint_config=CheckpointConfig(num_to_keep=2),
-                     # Workers read photos and initial weights through apm.storage too (the
+                     # Workers read photos and initial weights through apm.core.storage too (the
                      # S3 settings; credentials come from each node's own environment).
                      worker_runtime_env={"env_vars": storage.ray_env_vars()})
 
