@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from apm import storage
-from apm.decode import DEFAULT_LIMITS, DecodeError, ImageLimits, read_image_bytes
+from apm.decode import DEFAULT_LIMITS, DecodeError, ImageLimits
+from apm.row_bytes import RowBytes
 
 if TYPE_CHECKING:  # torch stays out of processes that only list objects
     from apm.models.transforms import ImageTransform
@@ -123,17 +124,14 @@ def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
     crops = np.zeros((n, size, size, 3), dtype=np.uint8)
     width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
     known = batch.get("error")
-    sizes = batch.get("size")
+    row_bytes = RowBytes(batch, limits)  # a loose object, a tar member or a Parquet row
     errors, kinds = [], []
-    for i, uri in enumerate(batch["uri"]):
+    for i in range(n):
         kind = KIND_PERMANENT
         try:
             if known is not None and known[i]:
                 raise DecodeError(str(known[i]))
-            listed = sizes[i] if sizes is not None else None
-            # NaN or None: the listing does not know the size (a manifest row).
-            listed = int(listed) if listed is not None and listed == listed else None
-            data = read_image_bytes(str(uri), limits, listed)
+            data = row_bytes(i)
             crops[i], width[i], height[i] = transform.crop_decoded(data, limits)
             errors.append(NO_ERROR)
             kinds.append(NO_ERROR)

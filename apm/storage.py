@@ -281,14 +281,32 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
     try:
         data = fs.cat_file(path, end=None if max_bytes is None else max_bytes + 1)
     except Exception as err:
-        if is_transient(err):
-            raise TransientStorageError(f"{type(err).__name__}: {err}") from err
+        raise_if_transient(err)
         if max_bytes is not None and _unsatisfiable_range(err):
             return b""  # S3 answers a ranged read of an empty object with 416
         raise
     if max_bytes is not None and len(data) > max_bytes:
         raise ObjectTooLargeError(f"more than {max_bytes} bytes")
     return data
+
+
+def read_range(uri: str, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of the object (one ranged GET); fewer where it ends sooner. Store
+    faults raise :class:`TransientStorageError`, as in :func:`read_bytes`."""
+    fs, path = filesystem(uri)
+    try:
+        return fs.cat_file(path, start=start, end=end)
+    except Exception as err:
+        raise_if_transient(err)
+        if _unsatisfiable_range(err):
+            return b""  # the range starts past the end
+        raise
+
+
+def raise_if_transient(err: BaseException) -> None:
+    """Raise :class:`TransientStorageError` from ``err`` if it is a fault of the store."""
+    if is_transient(err):
+        raise TransientStorageError(f"{type(err).__name__}: {err}") from err
 
 
 def _unsatisfiable_range(err: BaseException) -> bool:
