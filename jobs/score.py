@@ -8,14 +8,29 @@ from apm.core.lease import DEFAULT_STALE_AFTER_S
 from apm.core.precision import DEVICES
 from apm.core.rows import IMAGE_SUFFIXES
 from apm.core.runtime import init_ray
+from apm.data.inputs import INPUT_KINDS
+from apm.data.webdataset import expand_braces
 from apm.models import ModelSpec, list_backbones
 from apm.stages.scoring import ScoreConfig, run_score
 from jobs import _cli
 
 EPILOG = f"""\
-Input: a folder or s3:// prefix (listed recursively; objects with these suffixes,
-case-insensitive: {' '.join(IMAGE_SUFFIXES)}; --all-objects lists every object), or a manifest
-.parquet (its uri and image_id; rows whose image_status is not ok become error rows). The
+Input, one of three kinds (--input-kind; auto tells them apart):
+* photos: a folder or s3:// prefix (listed recursively; objects with these suffixes,
+  case-insensitive: {' '.join(IMAGE_SUFFIXES)}; --all-objects lists every object), or a manifest
+  .parquet (its uri and image_id; rows whose image_status is not ok become error rows).
+    --input s3://photos/library/
+* WebDataset tar shards: a .tar, a brace pattern, a prefix of .tar files, or (with --input-kind
+  webdataset) a manifest .parquet of shard URIs. One row per image member: uri SHARD#MEMBER,
+  shard, key (the sample's name) and meta (its KEY.json); a truncated or corrupt shard gives
+  the rows it can read and one error row naming the shard and the byte offset.
+    --input 's3://laion/shards/{{00000..01023}}.tar'
+* Parquet files of image bytes (--image-column: a binary column or a {{bytes, path}} struct): a
+  .parquet or a prefix of them. One row per table row: shard (the file), key (--id-column as
+  text, default the row number in the file); --keep-columns a,b copies input columns to the
+  output, typed as in the input; a null image is an error row.
+    --input s3://data/images/ --image-column image --id-column id --keep-columns caption
+The output's uri, shard + key, or the id column join the scores back to the input. The
 listing streams into OUT/_listing in parts of --rows-per-part rows, written once and reused by
 reruns: an S3 prefix, flat or deep, is cut into up to --listing-tasks key ranges listed in
 parallel; a local folder's sub-folders are grouped into that many tasks.
@@ -55,8 +70,21 @@ example:
 
 def main(argv: list[str] | None = None) -> int:
     p = _cli.parser("Score every photo of a library with an APM model.", EPILOG)
-    p.add_argument("--input", required=True, metavar="DIR|s3://prefix|MANIFEST",
-                   help="a folder / prefix of photos, or a manifest .parquet")
+    p.add_argument("--input", required=True, metavar="DIR|s3://prefix|MANIFEST|SHARDS|PARQUET",
+                   help="a folder / prefix of photos, a manifest .parquet, WebDataset tar shards "
+                        "(a .tar, a brace pattern, a prefix of .tar files) or Parquet files of "
+                        "image bytes (with --image-column)")
+    p.add_argument("--input-kind", default="auto", choices=INPUT_KINDS,
+                   help="what --input is (default auto: a brace pattern, a .tar or a prefix of "
+                        ".tar files is webdataset; with --image-column parquet; a .parquet a "
+                        "manifest; else files)")
+    p.add_argument("--image-column", metavar="NAME",
+                   help="Parquet input: the column of image bytes (binary or {bytes, path})")
+    p.add_argument("--id-column", metavar="NAME",
+                   help="Parquet input: the rows' identity, the output's key (default: the row "
+                        "number in its file)")
+    p.add_argument("--keep-columns", metavar="A,B", default="",
+                   help="Parquet input: input columns copied to the output, typed as in the input")
     p.add_argument("--output", required=True, metavar="OUT", help="output folder or prefix")
     p.add_argument("--model", required=True, metavar="CKPT|random:ARCH",
                    help="APM checkpoint path / URI, or random:ARCH")
@@ -108,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             embedding=not args.no_embedding, limits=_cli.image_limits(args),
             suffixes=None if args.all_objects else IMAGE_SUFFIXES, overwrite=args.overwrite,
             retry_errors=args.retry_errors, progress_every_s=args.progress_every,
-            lease_timeout_s=args.lease_timeout)
-        storage.check_input(args.input)
+            lease_timeout_s=args.lease_timeout, input_kind=args.input_kind,
+            image_column=args.image_column, id_column=args.id_column,
+            keep_columns=tuple(c.strip() for c in args.keep_columns.split(",") if c.strip()))
+        # A brace pattern is no object: its first shard shows whether the store can be read.
+        storage.check_input(expand_braces(args.input)[0])
         # Read once, here: a bad model stops the job with one line, before Ray.
         config = replace(config, model=ModelSpec.resolve(args.model))
         storage.check_output(args.output)

@@ -152,6 +152,10 @@ LISTING_SCHEMA = pa.schema(
         pa.field("mtime", pa.timestamp("ms", tz="UTC")),  # last modified; null when unknown
         pa.field("etag", pa.string()),  # S3 ETag; null on local files
         pa.field("error", pa.string()),  # known before reading (e.g. manifest image_status)
+        pa.field("shard", pa.string()),  # the tar shard or Parquet file holding it; else null
+        pa.field("key", pa.string()),  # its WebDataset key, or its Parquet id; else null
+        pa.field("offset", pa.int64()),  # its data's byte offset in the tar / row in the file
+        pa.field("meta", pa.string()),  # a tar member's KEY.json, as JSON text; else null
     ]
 )
 
@@ -167,6 +171,9 @@ SCORES_SCHEMA = pa.schema(
         pa.field("uri", pa.string()),  # the object; null only for a manifest row without one
         pa.field("image_id", pa.int64()),  # from a manifest or a numeric file name; else null
         pa.field("size", pa.int64()),  # bytes, from the listing; null when not listed
+        pa.field("shard", pa.string()),  # tar shard / Parquet file of the photo; null for objects
+        pa.field("key", pa.string()),  # WebDataset key / Parquet id within the shard; else null
+        pa.field("meta", pa.string()),  # the member's KEY.json (JSON text); else null
         pa.field("status", pa.string(), nullable=False),  # 'ok' | 'error'
         pa.field("error", pa.string()),  # why it could not be scored; null when 'ok'
         pa.field("error_kind", pa.string()),  # 'permanent' | 'transient' (a store fault); null when 'ok'

@@ -377,6 +377,21 @@ def _bounded(request: ReadRequest, data: bytes) -> bytes | BaseException:
     return data
 
 
+def read_range(uri: str, start: int, end: int) -> bytes:
+    """Bytes ``[start, end)`` of the object (one ranged GET); fewer where it ends sooner. Store
+    faults raise :class:`TransientStorageError`, as in :func:`read_bytes`."""
+    outcome = read_many([ReadRequest(uri, start=start, end=end)])[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def raise_if_transient(err: BaseException) -> None:
+    """Raise :class:`TransientStorageError` from ``err`` if it is a fault of the store."""
+    if is_transient(err):
+        raise TransientStorageError(f"{type(err).__name__}: {err}") from err
+
+
 def _unsatisfiable_range(err: BaseException) -> bool:
     cause = err.__cause__
     response = getattr(cause, "response", None) or {}

@@ -14,6 +14,9 @@ holds none (it only plans the tasks and gets back part names and counts).
   the levels it walked, are grouped in order into at most ``tasks`` Ray tasks. A flat local
   folder is one task: a directory cannot be listed by ranges.
 * A manifest ``.parquet`` is read in batches by the driver and written out in parts.
+* WebDataset tar shards (:mod:`apm.data.webdataset`) and Parquet files of image bytes
+  (:mod:`apm.data.parquet_images`) are listed by :func:`list_sources`: one Ray task per group of
+  shards / files, one row per image member / table row, in shard order.
 
 The listing lives in ``FOLDER/part-*.parquet`` (``LISTING_SCHEMA``) with ``FOLDER/_SUCCESS.json``
 written last: each part's rows and a digest of its URIs. A rerun that finds it reuses the
@@ -32,7 +35,7 @@ import os
 import posixpath
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -51,7 +54,7 @@ log = logging.getLogger(__name__)
 LISTING_FOLDER = "_listing"
 DONE_FILE = "_SUCCESS.json"
 #: Version of the ``_SUCCESS.json`` layout; a listing of another version is listed again.
-LISTING_FORMAT = 2
+LISTING_FORMAT = 3
 #: Rows per Parquet row group of a part: what a worker reads to get one block of rows.
 ROW_GROUP_ROWS = 4096
 #: Most tasks reading listing rows at once for a job (each reads a block in tens of ms).
@@ -66,13 +69,17 @@ PROGRESS_EVERY_S = 30.0
 
 @dataclass(frozen=True)
 class ListingConfig:
-    source: str  # manifest .parquet, or a folder / s3:// prefix
+    source: str  # manifest .parquet, a folder / s3:// prefix, tar shards, Parquet of images
     folder: str  # where the parts go
-    suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES  # None: every object
+    suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES  # None: every object (or tar member)
     rows_per_part: int = 200_000
     tasks: int | None = None  # listing tasks at most; None: TASKS_PER_CPU per cluster CPU
     max_depth: int = 3  # local trees: how deep the driver walks to find folders to spread
     page_keys: int = PAGE_KEYS  # keys per S3 listing request
+    kind: str = "auto"  # one of apm.data.inputs.INPUT_KINDS
+    image_column: str | None = None  # Parquet input: the column of image bytes
+    id_column: str | None = None  # Parquet input: the rows' identity; None: row numbers
+    keep_columns: tuple[str, ...] = ()  # Parquet input: columns carried to the output
 
     def __post_init__(self) -> None:
         if min(self.rows_per_part, self.page_keys, self.tasks or 1) < 1:
@@ -90,6 +97,8 @@ class Listing:
     skipped: dict[str, int] = field(default_factory=dict)  # suffix -> objects not listed
     seconds: float = 0.0
     reused: bool = False
+    keep_columns: list[str] = field(default_factory=list)  # input columns after LISTING_SCHEMA's
+    image_column: str | None = None  # Parquet input: where a row's image bytes are
 
     def __post_init__(self) -> None:
         self.offsets = np.concatenate([[0], np.cumsum(self.counts, dtype=np.int64)])
@@ -112,8 +121,9 @@ class Listing:
         return self.read_rows(0, self.rows, columns)
 
     def read_rows(self, start: int, stop: int, columns: list[str] | None = None) -> pa.Table:
-        """Rows ``[start, stop)`` of the listing; the last part read is kept for the next call."""
-        columns = columns or LISTING_SCHEMA.names
+        """Rows ``[start, stop)`` of the listing (default: every column, keep columns
+        included); the last part read is kept for the next call."""
+        columns = columns or LISTING_SCHEMA.names + self.keep_columns
         pieces = []
         part = max(int(np.searchsorted(self.offsets, start, side="right")) - 1, 0)
         while start < stop and part < len(self.parts):
@@ -123,7 +133,7 @@ class Listing:
                 pieces.append(self._part(part).slice(start - first, end - start).select(columns))
             start, part = end, part + 1
         return (pa.concat_tables(pieces) if pieces
-                else LISTING_SCHEMA.empty_table().select(columns))
+                else self._part(0).slice(0, 0).select(columns))
 
     def _part(self, part: int) -> pa.Table:
         if self._cached is None or self._cached[0] != part:
@@ -149,8 +159,9 @@ class Listing:
         return specs
 
     def dataset(self, rows: np.ndarray, per_block: int):
-        """A Ray dataset of ``rows`` (sorted positions) with ``row``, ``uri``, ``size`` and
-        ``error``, read from the parts by Ray tasks, one block per ``per_block`` rows."""
+        """A Ray dataset of ``rows`` (sorted positions) with ``row``, :data:`READ_COLUMNS` (and
+        a Parquet input's ``image_column``), read from the parts by Ray tasks, one block per
+        ``per_block`` rows."""
         import ray
 
         specs = self.blocks(np.asarray(rows, np.int64), per_block)
@@ -158,12 +169,19 @@ class Listing:
         # ranged GETs; capped, as 0-CPU tasks are not bounded by the cluster's CPUs.
         return ray.data.from_items(specs, override_num_blocks=len(specs)).map_batches(
             read_blocks, batch_size=None, batch_format="pyarrow",
-            fn_kwargs={"storage_env": storage.ray_env_vars()}, num_cpus=0,
+            fn_kwargs={"storage_env": storage.ray_env_vars(), "image_column": self.image_column},
+            num_cpus=0,
             compute=ray.data.TaskPoolStrategy(size=READ_TASKS), **retrying_task_args())
 
 
-def read_blocks(specs: pa.Table, storage_env: dict[str, str]) -> pa.Table:
-    """A Ray Data task: the listing rows of read specs (:meth:`Listing.blocks`), with ``row``."""
+#: The listing columns that decoding needs (:mod:`apm.data.row_bytes`).
+READ_COLUMNS = ["uri", "size", "error", "shard", "offset"]
+
+
+def read_blocks(specs: pa.Table, storage_env: dict[str, str],
+                image_column: str | None = None) -> pa.Table:
+    """A Ray Data task: the listing rows of read specs (:meth:`Listing.blocks`), with ``row``
+    and, for Parquet input, the ``image_column`` to read each row's bytes from."""
     storage.apply_env(storage_env)
     tables = []
     for spec in specs.to_pylist():
@@ -171,12 +189,15 @@ def read_blocks(specs: pa.Table, storage_env: dict[str, str]) -> pa.Table:
             parquet = pq.ParquetFile(f)
             # The row groups that hold [start, stop): every part has ROW_GROUP_ROWS per group.
             groups = range(spec["start"] // ROW_GROUP_ROWS, (spec["stop"] - 1) // ROW_GROUP_ROWS + 1)
-            table = parquet.read_row_groups(list(groups), columns=["uri", "size", "error"])
+            table = parquet.read_row_groups(list(groups), columns=READ_COLUMNS)
         offset = spec["start"] - groups[0] * ROW_GROUP_ROWS
         table = table.slice(offset, spec["stop"] - spec["start"])
         rows = np.arange(spec["start"], spec["stop"], dtype=np.int64) + spec["first_row"]
         tables.append(table.add_column(0, "row", pa.array(rows)))
-    return pa.concat_tables(tables)
+    table = pa.concat_tables(tables)
+    if image_column is not None:
+        table = table.append_column("image_column", pa.array([image_column] * table.num_rows))
+    return table
 
 
 # --- writing parts --------------------------------------------------------------------------
@@ -199,13 +220,14 @@ def uri_digest(uris: list[str | None]) -> str:
     return digest.hexdigest()[:16]
 
 
-class _PartWriter:
+class PartWriter:
     """Rows in, Parquet parts of ``rows_per_part`` rows out, named ``part-STEM-NNNNN``."""
 
     def __init__(self, folder: str, stem: str, rows_per_part: int,
-                 suffixes: tuple[str, ...] | None) -> None:
+                 suffixes: tuple[str, ...] | None, schema: pa.Schema = LISTING_SCHEMA) -> None:
         self.folder, self.stem, self.rows_per_part, self.suffixes = (folder, stem, rows_per_part,
                                                                      suffixes)
+        self.schema = schema  # LISTING_SCHEMA, then any keep columns
         self.rows: list[dict] = []
         self.parts: list[dict] = []  # name, rows, digest
         self.skipped: Counter = Counter()
@@ -227,7 +249,7 @@ class _PartWriter:
         if not self.rows:
             return
         name = f"part-{self.stem}-{len(self.parts):05d}.parquet"
-        table = pa.Table.from_pylist(self.rows, schema=LISTING_SCHEMA)
+        table = pa.Table.from_pylist(self.rows, schema=self.schema)
         storage.write_table(table, storage.join(self.folder, name), row_group_size=ROW_GROUP_ROWS)
         self.parts.append({"name": name, "rows": len(self.rows),
                            "digest": uri_digest([r["uri"] for r in self.rows])})
@@ -349,7 +371,7 @@ def _s3_pages(fs, bucket: str, prefix: str, after: str | None, upto: str | None,
         after = contents[-1]["Key"]
 
 
-def _write_s3_objects(writer: _PartWriter, contents: list[dict], bucket: str) -> None:
+def _write_s3_objects(writer: PartWriter, contents: list[dict], bucket: str) -> None:
     for obj in contents:
         key = obj["Key"]
         if key.endswith("/"):  # a folder marker, not an object
@@ -368,7 +390,7 @@ def _file_size(entry: os.DirEntry) -> tuple[int | None, float | None]:
         return None, None
 
 
-def _write_local_files(writer: _PartWriter, folder: str) -> list[str]:
+def _write_local_files(writer: PartWriter, folder: str) -> list[str]:
     """The files directly in ``folder``, sorted; returns its sub-folders, sorted."""
     with os.scandir(folder) as entries:
         found = sorted(entries, key=lambda e: e.name)
@@ -382,7 +404,7 @@ def _write_local_files(writer: _PartWriter, folder: str) -> list[str]:
     return subfolders
 
 
-def _write_local_tree(writer: _PartWriter, folder: str) -> None:
+def _write_local_tree(writer: PartWriter, folder: str) -> None:
     pending = [folder]
     while pending:  # depth first, in name order
         pending += reversed(_write_local_files(writer, pending.pop()))
@@ -417,7 +439,7 @@ def _list_units(units: list[tuple], folder: str, stem: str, suffixes: tuple[str,
                 rows_per_part: int, storage_env: dict[str, str]) -> tuple[list[dict], dict]:
     """A Ray task: list ``units`` in order into parts named by ``stem``."""
     storage.apply_env(storage_env)
-    writer = _PartWriter(folder, stem, rows_per_part, suffixes)
+    writer = PartWriter(folder, stem, rows_per_part, suffixes)
     for unit in units:
         if unit[0] == "range":
             _, bucket, prefix, after, upto, page_keys = unit
@@ -437,7 +459,7 @@ def _default_tasks() -> int:
     return TASKS_PER_CPU * max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def _plan_s3(prefix: str, tasks: int, page_keys: int, writer: _PartWriter) -> list[list[tuple]]:
+def _plan_s3(prefix: str, tasks: int, page_keys: int, writer: PartWriter) -> list[list[tuple]]:
     fs, path = storage.filesystem(prefix)
     bucket, _, key = path.partition("/")
     key_prefix = key.rstrip("/") + "/" if key else ""
@@ -460,21 +482,33 @@ def _plan_local(prefix: str, tasks: int, max_depth: int) -> list[list[tuple]]:
 
 
 def _list_prefix(config: ListingConfig, folder: str) -> tuple[list[dict], Counter]:
-    import ray
-
     prefix = storage.normalize(config.source)
     tasks = config.tasks or _default_tasks()
-    driver = _PartWriter(folder, "00000", config.rows_per_part, config.suffixes)
+    driver = PartWriter(folder, "00000", config.rows_per_part, config.suffixes)
     groups = (_plan_s3(prefix, tasks, config.page_keys, driver) if storage.is_s3(prefix)
               else _plan_local(prefix, tasks, config.max_depth))
     parts, skipped = driver.result()
     skipped = Counter(skipped)
-    # A task that failed (a store fault past botocore's retries, a lost node) is run again; it
-    # writes the same parts under the same names.
-    task = ray.remote(num_cpus=0.25, max_retries=3, retry_exceptions=True)(_list_units)
+    task = _listing_task(_list_units)
     pending = [task.remote(units, folder, f"{i + 1:05d}", config.suffixes, config.rows_per_part,
                            storage.ray_env_vars())
                for i, units in enumerate(groups)]
+    return _gather(pending, parts, skipped)
+
+
+def _listing_task(function: Callable):
+    import ray
+
+    # A task that failed (a store fault past botocore's retries, a lost node) is run again; it
+    # writes the same parts under the same names.
+    return ray.remote(num_cpus=0.25, max_retries=3, retry_exceptions=True)(function)
+
+
+def _gather(pending: list, parts: list[dict], skipped: Counter) -> tuple[list[dict], Counter]:
+    """Wait for listing tasks, adding their parts and skipped suffixes to ``parts``, ``skipped``."""
+    import ray
+
+    total = len(pending)
     start = last = time.perf_counter()
     while pending:
         done, pending = ray.wait(pending, num_returns=len(pending), timeout=1.0)
@@ -484,9 +518,36 @@ def _list_prefix(config: ListingConfig, folder: str) -> tuple[list[dict], Counte
         if pending and time.perf_counter() - last >= PROGRESS_EVERY_S:
             last = time.perf_counter()
             log.info("listing: %d of %d tasks done after %.0f s (%d objects in those)",
-                     len(groups) - len(pending), len(groups), last - start,
-                     sum(p["rows"] for p in parts))
+                     total - len(pending), total, last - start, sum(p["rows"] for p in parts))
     return parts, skipped
+
+
+#: Lists one source (a tar shard, a Parquet file) into a writer, in order.
+SourceLister = Callable[[PartWriter, str], None]
+
+
+def _list_source_group(sources: list[str], list_one: SourceLister, folder: str, stem: str,
+                       suffixes: tuple[str, ...] | None, rows_per_part: int, schema: pa.Schema,
+                       storage_env: dict[str, str]) -> tuple[list[dict], dict]:
+    """A Ray task: list ``sources`` in order into parts named by ``stem``."""
+    storage.apply_env(storage_env)
+    writer = PartWriter(folder, stem, rows_per_part, suffixes, schema)
+    for source in sources:
+        list_one(writer, source)
+    return writer.result()
+
+
+def list_sources(config: ListingConfig, folder: str, sources: list[str], list_one: SourceLister,
+                 schema: pa.Schema = LISTING_SCHEMA) -> tuple[list[dict], Counter]:
+    """List ``sources`` (in order) with ``list_one`` in at most ``config.tasks`` Ray tasks,
+    each a run of consecutive sources, so that parts sort in source order."""
+    tasks = min(config.tasks or _default_tasks(), len(sources))
+    task = _listing_task(_list_source_group)
+    groups = np.array_split(np.arange(len(sources)), tasks) if sources else []
+    pending = [task.remote([sources[i] for i in group], list_one, folder, f"{n + 1:05d}",
+                           config.suffixes, config.rows_per_part, schema, storage.ray_env_vars())
+               for n, group in enumerate(groups)]
+    return _gather(pending, [], Counter())
 
 
 def _list_manifest(config: ListingConfig, folder: str) -> tuple[list[dict], Counter]:
@@ -496,7 +557,7 @@ def _list_manifest(config: ListingConfig, folder: str) -> tuple[list[dict], Coun
         if "uri" not in names:
             raise storage.StorageError(f"{config.source}: has no 'uri' column; is it a manifest?")
         wanted = [c for c in ("uri", "image_id", "image_status", "image_error") if c in names]
-        writer = _PartWriter(folder, "00000", config.rows_per_part, None)
+        writer = PartWriter(folder, "00000", config.rows_per_part, None)
         for batch in manifest.iter_batches(batch_size=65_536, columns=wanted):
             n = batch.num_rows
 
@@ -524,13 +585,23 @@ def _reuse(folder: str, done: str) -> Listing | None:
     parts = meta["parts"]
     return Listing(folder, [storage.join(folder, p["name"]) for p in parts],
                    [p["rows"] for p in parts], _listing_digest(parts), meta["skipped"],
-                   meta["seconds"], reused=True)
+                   meta["seconds"], reused=True, keep_columns=meta["keep_columns"],
+                   image_column=meta["image_column"])
+
+
+def _lister(kind: str) -> Callable[[ListingConfig, str], tuple[list[dict], Counter]]:
+    # Imported here: those modules build on this one's writers and tasks.
+    from apm.data import parquet_images, webdataset
+
+    return {"files": _list_prefix, "manifest": _list_manifest,
+            "webdataset": webdataset.list_webdataset, "parquet": parquet_images.list_parquet}[kind]
 
 
 def build_listing(config: ListingConfig) -> Listing:
     """List ``config.source`` into ``config.folder``, or reuse a complete listing found there.
 
-    Ray must be up for a folder / prefix source. Raises StorageError when nothing is found.
+    Ray must be up for a folder / prefix, tar shards or Parquet of images. Raises StorageError
+    when nothing is found.
     """
     folder = storage.normalize(config.folder)
     done = storage.join(folder, DONE_FILE)
@@ -540,9 +611,11 @@ def build_listing(config: ListingConfig) -> Listing:
             return listing
     if storage.exists(folder):
         storage.remove(folder, recursive=True)  # an interrupted listing: start it again
+    from apm.data.inputs import resolve_kind  # here: it builds on apm.data.webdataset, built on this module
+
     start = time.perf_counter()
-    is_manifest = config.source.lower().endswith(".parquet")
-    parts, skipped = (_list_manifest if is_manifest else _list_prefix)(config, folder)
+    kind = resolve_kind(config.source, config.kind, config.image_column)
+    parts, skipped = _lister(kind)(config, folder)
     parts.sort(key=lambda p: p["name"])
     rows = sum(p["rows"] for p in parts)
     if rows == 0:
@@ -550,11 +623,15 @@ def build_listing(config: ListingConfig) -> Listing:
         extra = f"; other suffixes: {dict(skipped)}" if skipped else ""
         raise storage.StorageError(f"{config.source}: nothing to process (no {kinds}{extra})")
     seconds = time.perf_counter() - start
+    keep = list(config.keep_columns) if kind == "parquet" else []
+    image_column = config.image_column if kind == "parquet" else None
     listing = Listing(folder, [storage.join(folder, p["name"]) for p in parts],
-                      [p["rows"] for p in parts], _listing_digest(parts), dict(skipped), seconds)
+                      [p["rows"] for p in parts], _listing_digest(parts), dict(skipped), seconds,
+                      keep_columns=keep, image_column=image_column)
     storage.write_text(done, json.dumps({
-        "format": LISTING_FORMAT, "source": config.source, "parts": parts, "rows": rows,
-        "skipped": listing.skipped, "seconds": seconds}))
+        "format": LISTING_FORMAT, "source": config.source, "kind": kind, "parts": parts,
+        "rows": rows, "skipped": listing.skipped, "seconds": seconds, "keep_columns": keep,
+        "image_column": image_column}))
     log.info("\n".join(listing.lines()) + f" ({rows / max(seconds, 1e-9):.0f} objects/s)")
     return listing
 

@@ -28,7 +28,8 @@ from apm.core.rows import (
     WORKER_DIED,
     retrying_task_args,
 )
-from apm.data.decode import DEFAULT_LIMITS, DecodeError, ImageLimits, read_images
+from apm.data.decode import DEFAULT_LIMITS, DecodeError, ImageLimits
+from apm.data.row_bytes import RowBytes
 
 if TYPE_CHECKING:  # torch stays out of processes that only list objects
     from apm.models.transforms import ImageTransform
@@ -79,8 +80,9 @@ def _pool(concurrency: PoolSize, isolated: bool):
 def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
                  storage_env: dict[str, str], limits: ImageLimits = DEFAULT_LIMITS,
                  isolated: bool = False) -> dict[str, np.ndarray]:
-    """Read each photo (all of the batch's reads at once, :func:`_fetch`) and decode it into a
-    uint8 crop; a fault of the photo becomes ``error``.
+    """Read each photo (:class:`apm.data.row_bytes.RowBytes`: loose objects all at once, the
+    members of a shard or rows of a Parquet file in one read) and decode it into a uint8 crop;
+    a fault of the photo becomes ``error``.
 
     Also returns each photo's stored ``width`` and ``height`` (0 where it failed) and its
     ``error_kind``. A fault of the store (:class:`apm.core.storage.TransientStorageError`, after
@@ -93,13 +95,16 @@ def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
     n = len(batch["uri"])
     crops = np.zeros((n, size, size, 3), dtype=np.uint8)
     width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
+    known = batch.get("error")
+    row_bytes = RowBytes(batch, limits)  # a loose object, a tar member or a Parquet row
     errors, kinds = [], []
-    for i, fetched in enumerate(_fetch(batch, limits)):
+    for i in range(n):
         kind = KIND_PERMANENT
         try:
-            if isinstance(fetched, BaseException):
-                raise fetched
-            crops[i], width[i], height[i] = transform.crop_decoded(fetched, limits)
+            if known is not None and known[i]:
+                raise DecodeError(str(known[i]))
+            data = row_bytes(i)
+            crops[i], width[i], height[i] = transform.crop_decoded(data, limits)
             errors.append(NO_ERROR)
             kinds.append(NO_ERROR)
             continue
@@ -118,30 +123,6 @@ def decode_batch(batch: dict[str, np.ndarray], transform: ImageTransform,
     return {"row": batch["row"], "error": np.array(errors, dtype=object),
             "error_kind": np.array(kinds, dtype=object), "crop": crops,
             "width": width, "height": height}
-
-
-def _fetch(batch: dict[str, np.ndarray], limits: ImageLimits) -> list[bytes | BaseException]:
-    """The encoded bytes of each row of ``batch``, or why there are none: its known error (a
-    :class:`DecodeError`, not read) or what reading it raised. The reads of the whole batch
-    run concurrently (:func:`apm.data.decode.read_images`): a round trip to the store per
-    :data:`apm.core.storage.MAX_READS_IN_FLIGHT` photos, not per photo."""
-    known = batch.get("error")
-    sizes = batch.get("size")
-    outcomes: list[bytes | BaseException | None] = [
-        DecodeError(str(known[i])) if known is not None and known[i] else None
-        for i in range(len(batch["uri"]))]
-    wanted = [i for i, outcome in enumerate(outcomes) if outcome is None]
-    read = read_images([(str(batch["uri"][i]), _listed_size(sizes, i)) for i in wanted], limits)
-    for i, outcome in zip(wanted, read):
-        outcomes[i] = outcome
-    return outcomes
-
-
-def _listed_size(sizes: np.ndarray | None, i: int) -> int | None:
-    """Row ``i``'s size in the listing; None where it does not know (NaN or None: a manifest
-    row)."""
-    listed = sizes[i] if sizes is not None else None
-    return int(listed) if listed is not None and listed == listed else None
 
 
 class _PoolActor:

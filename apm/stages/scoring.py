@@ -34,6 +34,7 @@ from apm.core.lease import DEFAULT_STALE_AFTER_S, OutputLease
 from apm.core.rows import IMAGE_SUFFIXES, KIND_PERMANENT, KIND_TRANSIENT, STATUS_ERROR, STATUS_OK
 from apm.core.schemas import EMBEDDING_TYPE, NUM_BINS, SCORES_FOLDER, SCORES_SCHEMA, TEACHER_TOP_K
 from apm.data.decode import DEFAULT_LIMITS, ImageLimits
+from apm.data.inputs import INPUT_KINDS
 from apm.data.listing import LISTING_FOLDER, Listing, ListingConfig, build_listing
 from apm.models import ModelSpec
 from apm.models.predictor import Predictor
@@ -92,7 +93,7 @@ class ScorePredictor(BatchStage):
 class ScoreConfig:
     """What ``score`` runs; invalid values raise ValueError before any work."""
 
-    input: str  # folder / s3:// prefix of photos, or a manifest .parquet
+    input: str  # photos' folder / s3:// prefix, a manifest, tar shards, Parquet of images
     out: str
     model: str | ModelSpec  # checkpoint path / URI, or random:ARCH (resolved: read once)
     device: str = "cpu"
@@ -108,6 +109,10 @@ class ScoreConfig:
     embedding: bool = True
     limits: ImageLimits = DEFAULT_LIMITS  # what one object may cost (bytes, pixels, aspect)
     suffixes: tuple[str, ...] | None = IMAGE_SUFFIXES  # None: every object of the prefix
+    input_kind: str = "auto"  # apm.data.inputs.INPUT_KINDS
+    image_column: str | None = None  # Parquet input: the column of image bytes
+    id_column: str | None = None  # Parquet input: the rows' identity; default row numbers
+    keep_columns: tuple[str, ...] = ()  # Parquet input: columns passed through to the output
     overwrite: bool = False
     retry_errors: bool = False  # rescore the rows of kind 'transient' of an earlier run
     progress_every_s: float = 30.0
@@ -121,6 +126,13 @@ class ScoreConfig:
             raise ValueError(f"rows per file must be at least 1, got {self.rows_per_file}")
         if min(self.rows_per_part, self.listing_tasks or 1, self.max_actors or 1) < 1:
             raise ValueError("rows per part, listing tasks and max actors must be >= 1")
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"--input-kind must be one of {', '.join(INPUT_KINDS)}")
+        if self.input_kind == "parquet" and not self.image_column:
+            raise ValueError("--input-kind parquet needs --image-column (the image bytes)")
+        if (self.id_column or self.keep_columns) and not self.image_column:
+            raise ValueError("--id-column and --keep-columns are for Parquet input: give "
+                             "--image-column too")
 
     def uri(self, *parts: str) -> str:
         return storage.join(storage.normalize(self.out), *parts)
@@ -128,7 +140,9 @@ class ScoreConfig:
     def job_record(self, model_id_: str, crop: int) -> dict:
         """What must not change between a run and its resumption."""
         return {"input": self.input, "model_id": model_id_, "image_size": crop,
-                "rows_per_file": self.rows_per_file, "embedding": self.embedding}
+                "rows_per_file": self.rows_per_file, "embedding": self.embedding,
+                "input_kind": self.input_kind, "image_column": self.image_column,
+                "id_column": self.id_column, "keep_columns": list(self.keep_columns)}
 
 
 @dataclass
@@ -165,10 +179,14 @@ class ScoreSummary(Tally):  # rows: written by this run
 
 # --- output ---------------------------------------------------------------------------------
 
+#: The columns of a score row that come from its listing row: the identity of its input.
+LISTED_COLUMNS = ("uri", "image_id", "size", "shard", "key", "meta")
+
+
 def scores_table(listed: pa.Table | None, result: dict[str, np.ndarray], model_id_: str,
                  scored_at: dt.datetime) -> pa.Table:
-    """``SCORES_SCHEMA`` rows for ``listed`` (uri, image_id, size) and their ``result`` arrays
-    (``listed`` None: those three columns null, to be filled by :func:`with_listing`)."""
+    """``SCORES_SCHEMA`` rows for ``listed`` (:data:`LISTED_COLUMNS`) and their ``result``
+    arrays (``listed`` None: those columns null, to be filled by :func:`with_listing`)."""
     n = len(result["row"])
     errors = [e or None for e in result["error"]]
     ok = np.array([e is None for e in errors], dtype=bool)
@@ -193,6 +211,9 @@ def scores_table(listed: pa.Table | None, result: dict[str, np.ndarray], model_i
         "uri": listed_column("uri"),
         "image_id": listed_column("image_id"),
         "size": listed_column("size"),
+        "shard": listed_column("shard"),
+        "key": listed_column("key"),
+        "meta": listed_column("meta"),
         "status": pa.array([STATUS_OK if v else STATUS_ERROR for v in ok], pa.string()),
         "error": pa.array(errors, pa.string()),
         "error_kind": pa.array(kinds, pa.string()),
@@ -213,12 +234,23 @@ def scores_table(listed: pa.Table | None, result: dict[str, np.ndarray], model_i
     }, schema=SCORES_SCHEMA)
 
 
-def with_listing(table: pa.Table, listed: pa.Table) -> pa.Table:
-    """``table`` (rows in listing order) with the uri, image_id and size of ``listed``."""
-    for name in ("uri", "image_id", "size"):
+def with_listing(table: pa.Table, listed: pa.Table, keep_columns: list[str]) -> pa.Table:
+    """``table`` (rows in listing order) with the :data:`LISTED_COLUMNS` of ``listed``, and its
+    ``keep_columns`` (a Parquet input's, typed as there) after the standard columns."""
+    for name in LISTED_COLUMNS:
         table = table.set_column(table.schema.get_field_index(name), SCORES_SCHEMA.field(name),
                                  listed.column(name))
+    for name in keep_columns:
+        table = table.append_column(listed.schema.field(name), listed.column(name))
     return table
+
+
+def output_schema(listing: Listing) -> pa.Schema:
+    """``SCORES_SCHEMA``, then the listing's keep columns."""
+    if not listing.keep_columns:
+        return SCORES_SCHEMA
+    listed = listing.read_rows(0, 1, listing.keep_columns).schema
+    return pa.schema([*SCORES_SCHEMA, *listed])
 
 
 def shard_uri(config: ScoreConfig, shard: int) -> str:
@@ -236,13 +268,14 @@ def shard_stamp(listing: Listing, first_row: int, rows: int, model_id_: str) -> 
             "last_uri": uris[1].as_py(), "model_id": model_id_}
 
 
-def shard_mismatch(uri: str, stamp: dict) -> str | None:
-    """Why a shard file of an earlier run cannot be kept (None: it is whole and matches)."""
+def shard_mismatch(uri: str, stamp: dict, schema: pa.Schema) -> str | None:
+    """Why a shard file of an earlier run cannot be kept (None: it is whole, of ``schema``, and
+    matches)."""
     try:
         with storage.open_file(uri) as f:
             parquet = pq.ParquetFile(f)
             found = json.loads((parquet.metadata.metadata or {}).get(SHARD_KEY.encode(), b"{}"))
-            if not parquet.schema_arrow.equals(SCORES_SCHEMA):
+            if not parquet.schema_arrow.equals(schema):
                 return "another schema"
             if parquet.metadata.num_rows != stamp["rows"]:
                 return f"{parquet.metadata.num_rows} rows, {stamp['rows']} expected"
@@ -279,7 +312,9 @@ class ShardWriter:
         self.pending[shard] = []
         self.missing[shard] = self.shard_rows(shard)
         if kept is not None and kept.num_rows:
-            self.pending[shard].append((kept_rows, kept.replace_schema_metadata(None)))
+            # Its standard columns only: the listing's keep columns are added when it is written.
+            self.pending[shard].append((kept_rows, kept.select(SCORES_SCHEMA.names)
+                                        .replace_schema_metadata(None)))
             self.missing[shard] -= kept.num_rows
 
     def add(self, result: dict[str, np.ndarray]) -> None:
@@ -307,7 +342,8 @@ class ShardWriter:
         rows = np.concatenate([r for r, _ in pieces])
         table = pa.concat_tables([t for _, t in pieces]).take(pa.array(np.argsort(rows)))
         first = int(rows.min())
-        table = with_listing(table, self.listing.read_rows(first, first + len(rows)))
+        table = with_listing(table, self.listing.read_rows(first, first + len(rows)),
+                             self.listing.keep_columns)
         stamp = shard_stamp(self.listing, first, len(rows), self.model_id)
         table = table.replace_schema_metadata({SHARD_KEY: json.dumps(stamp)})
         storage.write_table(table, shard_uri(self.config, shard))
@@ -363,9 +399,10 @@ def _read_listing(config: ScoreConfig) -> Listing:
     if not storage.exists(folder):
         log.info("listing %s into %s", config.input, folder)
     try:
-        return build_listing(ListingConfig(config.input, folder, suffixes=config.suffixes,
-                                           rows_per_part=config.rows_per_part,
-                                           tasks=config.listing_tasks))
+        return build_listing(ListingConfig(
+            config.input, folder, suffixes=config.suffixes, rows_per_part=config.rows_per_part,
+            tasks=config.listing_tasks, kind=config.input_kind, image_column=config.image_column,
+            id_column=config.id_column, keep_columns=config.keep_columns))
     except (ValueError, KeyError, TypeError, OSError, pa.ArrowException) as err:
         if isinstance(err, storage.StorageError):
             raise
@@ -378,6 +415,7 @@ def _plan_shards(config: ScoreConfig, writer: ShardWriter, identity: str,
                  summary: ScoreSummary) -> np.ndarray:
     """Open every shard to (re)score and return the listing rows to score."""
     todo: list[np.ndarray] = []
+    schema = output_schema(writer.listing)
     shards = math.ceil(writer.listing.rows / config.rows_per_file)
     for shard in range(shards):
         uri, rows = shard_uri(config, shard), writer.rows_of(shard)
@@ -385,7 +423,8 @@ def _plan_shards(config: ScoreConfig, writer: ShardWriter, identity: str,
             writer.open(shard)
             todo.append(rows)
             continue
-        why = shard_mismatch(uri, shard_stamp(writer.listing, int(rows[0]), len(rows), identity))
+        why = shard_mismatch(uri, shard_stamp(writer.listing, int(rows[0]), len(rows), identity),
+                             schema)
         if why:
             log.warning("%s is not kept: %s; scoring its rows again", uri, why)
             writer.open(shard)
