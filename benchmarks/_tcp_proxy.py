@@ -58,9 +58,7 @@ class TcpProxy:
         with self._lock:
             server, self._server = self._server, None
             sockets, self._sockets = self._sockets, []
-        if server is not None:
-            server.close()
-        for conn in sockets:
+        for conn in [server, *sockets] if server is not None else sockets:
             _close(conn)
 
     def close(self) -> None:
@@ -146,14 +144,18 @@ def _pipe(source: socket.socket, sink: socket.socket, forward: Callable[[bytes],
 
 
 def _close(conn: socket.socket) -> None:
-    try:
+    """Reset ``conn`` now. ``shutdown`` first: ``close`` alone wakes no thread blocked in its
+    ``accept`` or ``recv``, and the connection lives on while one is, so a client's request
+    would hang until its read timeout instead of failing at once."""
+    try:  # linger 0: the peer sees a reset, not a polite close
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
     except OSError:
-        pass  # linger 0: the peer sees a reset, not a polite close
-    try:
-        conn.close()
-    except OSError:
         pass
+    for end in (lambda: conn.shutdown(socket.SHUT_RDWR), conn.close):
+        try:
+            end()
+        except OSError:
+            pass
 
 
 def _free_port() -> int:

@@ -15,8 +15,10 @@ from apm.reporting.headline import Figure
 from apm.votes.baselines import CEILING, CONSTANT
 from jobs import pipeline
 
+#: One training worker (the ava preset below trains on two, as do tests/test_training.py and
+#: tests/test_pfagan.py): each worker costs Ray Train seconds of start-up on 2 cores.
 SMALL = ["--n", "40", "--size", "64", "--train-size", "32", "--train-epochs", "1",
-         "--clusters", "4", "--explain-sample", "2", "--gan-epochs", "1"]
+         "--train-workers", "1", "--clusters", "4", "--explain-sample", "2", "--gan-epochs", "1"]
 #: The demo's default, seen through its report: the headline figures beside their baselines.
 HEADLINE = ("apm_spearman", "apm_mse", "apm_accuracy", "cluster_ari", "explain_median_change",
             "explain_share_moved",
@@ -84,7 +86,7 @@ def test_pipeline_runs_then_skips(tmp_path, ray_local, capsys, monkeypatch):
         shutil.rmtree(work / done) if (work / done).is_dir() else (work / done).unlink()
     ava = ["--preset", "ava", "--ava-dir", str(work / "synthetic"), "--images",
            str(work / "synthetic" / "images"), "--device", "cpu", "--backbone", "resnet18",
-           "--init", "random", "--train-workers", "2", "--gan-resolution", "32", *SMALL[4:]]
+           "--init", "random", "--gan-resolution", "32", *SMALL[4:], "--train-workers", "2"]
     assert pipeline.main(ava) == 0
     out = capsys.readouterr().out
     assert "[synthetic]" not in out and "[pfagan] done" in out and "[report] done" in out
