@@ -220,6 +220,24 @@ def run_job(argv: list[str], sample_memory: bool = False) -> tuple[float, int, s
     return run.wall, run.tree_peak, run.output
 
 
+def job_summary(output: str) -> dict:
+    """Figures of a ``jobs.score`` summary: rows, ok, errors, seconds, rate, listing."""
+    scored = re.search(r"^scored now: (\d+) = (\d+) ok \+ (\d+) error in ([\d.]+) s "
+                       r"\(([\d.]+) images/s\)", output, re.M)
+    listed = re.search(r"^listing: (\d+) objects in (\d+) parts \((reused|listed in ([\d.]+) s)\)",
+                       output, re.M)
+    kept = re.search(r"^kept from an earlier run: (\d+) files, (\d+) rows", output, re.M)
+    plan = re.search(r"INFO (\d+) shards of up to \d+ rows: (\d+) complete", output)
+    if not scored or not listed:
+        raise RuntimeError(f"no summary in the job's output:\n{output[-3000:]}")
+    return {"rows": int(scored.group(1)), "ok": int(scored.group(2)),
+            "errors": int(scored.group(3)), "seconds": float(scored.group(4)),
+            "rate": float(scored.group(5)), "listed": int(listed.group(1)),
+            "listing_s": float(listed.group(4)) if listed.group(4) else None,
+            "files_kept": int(kept.group(1)) if kept else 0,
+            "shards": int(plan.group(1)) if plan else None}
+
+
 def job_rate(output: str) -> float:
     """images/s from the job's summary line (listing, actor start-up and writing included)."""
     match = re.search(r"scored now: .* \(([\d.]+) images/s\)", output)

@@ -50,7 +50,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks._common import PROJECT_ROOT, machine, run_process, run_score_job, start_moto
+from benchmarks._common import PROJECT_ROOT, job_summary, machine, run_process, run_score_job, start_moto
 from jobs import _cli
 
 #: Defaults, and what ``--quick`` scales them down to (a smoke run of a minute or two).
@@ -356,24 +356,6 @@ def _variety(folder: Path) -> dict:
 
 # --- the job --------------------------------------------------------------------------------
 
-def _summary(output: str) -> dict:
-    """Figures of the job's summary."""
-    scored = re.search(r"^scored now: (\d+) = (\d+) ok \+ (\d+) error in ([\d.]+) s "
-                       r"\(([\d.]+) images/s\)", output, re.M)
-    listed = re.search(r"^listing: (\d+) objects in (\d+) parts \((reused|listed in ([\d.]+) s)\)",
-                       output, re.M)
-    kept = re.search(r"^kept from an earlier run: (\d+) files, (\d+) rows", output, re.M)
-    plan = re.search(r"INFO (\d+) shards of up to \d+ rows: (\d+) complete", output)
-    if not scored or not listed:
-        raise RuntimeError(f"no summary in the job's output:\n{output[-3000:]}")
-    return {"rows": int(scored.group(1)), "ok": int(scored.group(2)),
-            "errors": int(scored.group(3)), "seconds": float(scored.group(4)),
-            "rate": float(scored.group(5)), "listed": int(listed.group(1)),
-            "listing_s": float(listed.group(4)) if listed.group(4) else None,
-            "files_kept": int(kept.group(1)) if kept else 0,
-            "shards": int(plan.group(1)) if plan else None}
-
-
 def _progress(output: str) -> dict:
     """From the job's log: seconds from the plan (its shards line) to the first rows back, and
     the steady rate between the first and the last progress line (start-up excluded)."""
@@ -414,7 +396,7 @@ def score(input_: Path, out: Path, model: str, image_size: int, rows_per_file: i
     (logs / f"{label.replace(' ', '_').replace(',', '')}.log").write_text(run.output)
     step = max(1, len(run.driver_rss) // 400)
     result = {"wall": run.wall, "driver_peak": run.driver_peak, "tree_peak": run.tree_peak,
-              "load": load(), "bytes": parquet_bytes(out / "scores"), **_summary(run.output),
+              "load": load(), "bytes": parquet_bytes(out / "scores"), **job_summary(run.output),
               **_progress(run.output), **_variety(out / "scores"),
               "driver_rss": run.driver_rss[::step]}
     say(f"{label}: {result['rows']} rows in {run.wall:.0f} s wall ({result['seconds']:.1f} s "

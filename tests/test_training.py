@@ -88,9 +88,11 @@ def test_onecycle_schedule_warms_up_then_decays_to_zero():
 
 def test_rerun_with_the_same_name_resumes(manifest, tmp_path):
     rows = with_teacher(training_rows(manifest, "train"))
-    cfg = TrainConfig(task="distill", **{**SMALL, "epochs": 1})
+    # One worker: two workers' resumption is the crash test's; each costs start-up seconds.
+    one_worker = {**SMALL, "num_workers": 1}
+    cfg = TrainConfig(task="distill", **{**one_worker, "epochs": 1})
     first = final_state(fit(cfg, rows, str(tmp_path / "runs"), "resume"))
-    longer = TrainConfig(task="distill", **{**SMALL, "epochs": 2})
+    longer = TrainConfig(task="distill", **{**one_worker, "epochs": 2})
     second = final_state(fit(longer, rows, str(tmp_path / "runs"), "resume"))
     assert [m["epoch"] for m in second["history"]] == [0, 1]
     assert second["history"][0] == first["history"][0]  # epoch 0 was not trained again
@@ -102,7 +104,7 @@ def test_mean_baseline_through_the_job_and_s3(manifest, s3_bucket, capsys):
     assert finetune.main([
         "--manifest", f"{s3_bucket}/ava/manifest.parquet", "--storage", f"{s3_bucket}/runs",
         "--name", "baseline", "--loss", "mse_mean", "--backbone", "resnet18", "--init", "random",
-        "--image-size", "32", "--batch-size", "4", "--epochs", "1",
+        "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--num-workers", "1",
         "--cpus-per-worker", "0.5"]) == 0
     out = capsys.readouterr().out
     uri = out.split("model: ")[1].strip()
