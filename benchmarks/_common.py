@@ -54,6 +54,13 @@ def start_moto(log: Path | None = None, extra_env: dict[str, str] | None = None,
     raise RuntimeError("moto server did not start within 60 s")
 
 
+def write_doc(doc: str, lines: list[str]) -> None:
+    """Write a benchmark's report to ``doc`` (docs/...) and print it."""
+    Path(doc).parent.mkdir(parents=True, exist_ok=True)
+    Path(doc).write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def machine() -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in
                 Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),

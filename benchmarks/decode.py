@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from apm.data.decode import DecodeError, ImageLimits
-from benchmarks._common import machine
+from benchmarks._common import machine, write_doc
 from benchmarks.score import make_photos
 from jobs import _cli
 
@@ -160,9 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {case: run_case(case, photos["normal" if case == "normal" else "strip"],
                                   args.model, args.image_size) for case in CASES}
         lines = report(results, args, photos)
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(args.doc, lines)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from apm.core.storage import MAX_READS_IN_FLIGHT
-from benchmarks._common import job_summary, machine, make_photos, run_score_job, start_moto
+from benchmarks._common import job_summary, machine, make_photos, run_score_job, start_moto, write_doc
 from benchmarks._tcp_proxy import TcpProxy
 from benchmarks.scale import S3_ENV
 from jobs import _cli
@@ -241,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
             proc.wait(timeout=30)
     lines = report(runs, args, mean_bytes)
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(args.doc, lines)
     return 0
 
 

@@ -36,7 +36,7 @@ import torch
 
 from apm.models import ModelSpec, check_model_spec, optimize_for_inference
 from apm.models.transforms import image_transform
-from benchmarks._common import MEMORY_SAMPLE_S, job_rate, machine, make_photos, run_job
+from benchmarks._common import MEMORY_SAMPLE_S, job_rate, machine, make_photos, run_job, write_doc
 from jobs import _cli
 
 
@@ -238,9 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "GPU: no GPU machine was lent to this task, so the resnet50 / 224 px GPU figure against the "
         "model-forward bound is not measured here.",
     ]
-    os.makedirs(os.path.dirname(args.doc) or ".", exist_ok=True)
-    Path(args.doc).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(args.doc, lines)
     return 0
 
 

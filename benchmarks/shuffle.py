@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import os
 import time
-from pathlib import Path
 
 from apm.core import storage
 from apm.core.runtime import init_ray
@@ -24,7 +23,7 @@ from apm.training.data import training_rows
 from apm.training.loop import TrainConfig
 from apm.training.trainer import final_state, fit, model_uri
 from apm.votes.metrics import OVERALL
-from benchmarks._common import machine
+from benchmarks._common import machine, write_doc
 from jobs import _cli
 
 ORDERS = {"manifest order": False, "shuffled every epoch": True}
@@ -129,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         "(as real libraries often are) an unshuffled epoch would see one kind of photo for long "
         "stretches, which shuffling removes whatever this figure says.",
     ]
-    Path(args.doc).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(args.doc, lines)
     return 0
 
 

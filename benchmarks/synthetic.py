@@ -21,7 +21,7 @@ from apm.data.synthetic.attributes import CATEGORIES
 from apm.data.synthetic.dataset import SyntheticConfig, generate
 from apm.votes.distributions import histogram_moments
 from apm.votes.fit_report import votes_from_manifest
-from benchmarks._common import REAL_AVA, machine
+from benchmarks._common import REAL_AVA, machine, write_doc
 from jobs import _cli
 
 
@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     means = histogram_moments(labels.votes).mean
     lines += [f"- {c}: {means[labels.category_id == i].mean():.2f}"
               for i, c in enumerate(CATEGORIES)]
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_doc(args.doc, lines)
     return 0
 
 
