@@ -13,10 +13,11 @@ import time
 
 import pytest
 import torch
-from conftest import PROJECT_ROOT, _free_port
+from conftest import PROJECT_ROOT
 
 from apm.core import storage
 from apm.models import APM, APMConfig, CheckpointError, check_model_spec, checkpoint_bytes
+from benchmarks._common import free_port
 from jobs import _train, evaluate, explain, finetune, generate, score
 from pfagan.checkpoint import generator_bytes
 from pfagan.config import GANConfig
@@ -118,7 +119,7 @@ def test_bad_s3_model_is_one_line(job, s3_bucket, tmp_path, capsys, no_ray):
 
 @pytest.mark.parametrize("job", [score, evaluate, explain], ids=lambda j: j.__name__)
 def test_unreachable_endpoint_is_one_line_within_seconds(job, tmp_path, capsys, no_ray, monkeypatch):
-    closed = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": closed}.items():
         monkeypatch.setenv(name, value)
