@@ -8,6 +8,8 @@ import pyarrow as pa
 
 #: Number of score bins in AVA (scores 1..10).
 NUM_BINS = 10
+#: An image counts as "high quality" when its mean score is at least this (the AVA convention).
+HIGH_SCORE_THRESHOLD = 5.0
 
 VOTES_TYPE = pa.list_(pa.int32(), NUM_BINS)
 

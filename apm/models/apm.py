@@ -15,11 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from apm.core.schemas import NUM_BINS
+from apm.core.schemas import HIGH_SCORE_THRESHOLD, NUM_BINS
 from apm.models.backbones import check_backbone, create_backbone
-
-#: An image counts as "high quality" when its mean score is at least this (the AVA convention).
-HIGH_SCORE_THRESHOLD = 5.0
 
 
 def _scores(dist: Tensor) -> Tensor:

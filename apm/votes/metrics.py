@@ -22,8 +22,7 @@ import torch
 from scipy import special, stats
 
 from apm.core.registry import Registry
-from apm.core.schemas import NUM_BINS
-from apm.models.apm import HIGH_SCORE_THRESHOLD
+from apm.core.schemas import HIGH_SCORE_THRESHOLD, NUM_BINS
 from apm.votes.distributions import SCORES
 
 #: Predicted probabilities are floored here in KLDIV, so that a bin that underflowed to 0 in
