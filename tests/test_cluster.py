@@ -48,7 +48,8 @@ def scores_table(embedding: np.ndarray | None, labels: np.ndarray, uris: list[st
     mean = rng.uniform(1, 10, n).astype(np.float32)
     mean[0] = 10.0  # the last histogram bin holds exactly 10
     ok = {
-        "uri": uris, "image_id": np.arange(1, n + 1), "size": [100] * n, "status": ["ok"] * n,
+        "uri": uris, "image_id": np.arange(1, n + 1), "size": [100] * n,
+        "shard": [None] * n, "key": [None] * n, "meta": [None] * n, "status": ["ok"] * n,
         "error": [None] * n, "error_kind": [None] * n, "width": [32] * n, "height": [32] * n,
         "dist": [None] * n, "mean": mean, "std": [None] * n, "is_high": mean >= 5,
         "top5_ids": ids.tolist(), "top5_names": [[f"class{i}" for i in row] for row in ids],
